@@ -1,0 +1,3 @@
+"""Imports every module that registers architectures. Adding one is one line here."""
+
+from centernet.models import resnet  # noqa: F401

@@ -1,0 +1,114 @@
+"""Letterbox affine transforms with the official CenterNet ``get_affine_transform`` semantics.
+
+A transform is a ``[2, 3]`` float64 matrix mapping (x, y, 1) in the source image to the destination.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def _rotate(point: np.ndarray, rot_rad: float) -> np.ndarray:
+    sn, cs = np.sin(rot_rad), np.cos(rot_rad)
+    return np.array(
+        [point[0] * cs - point[1] * sn, point[0] * sn + point[1] * cs], dtype=np.float32
+    )
+
+
+def _third_point(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    direct = a - b
+    return b + np.array([-direct[1], direct[0]], dtype=np.float32)
+
+
+def get_affine_transform(
+    center: np.ndarray | tuple[float, float],
+    scale: float | np.ndarray,
+    rot: float,
+    output_size: tuple[int, int],
+    shift: tuple[float, float] = (0.0, 0.0),
+    inv: bool = False,
+) -> np.ndarray:
+    """Affine ``[2, 3]`` mapping a square of side ``scale`` around ``center`` onto ``output_size``.
+
+    ``output_size`` is (width, height), as in the official code. Only the x component of ``scale``
+    sets the zoom, so aspect ratio is kept (letterbox). ``inv=True`` returns the inverse mapping.
+    """
+    center = np.asarray(center, dtype=np.float32)
+    scale_arr = np.asarray(scale, dtype=np.float32)
+    if scale_arr.ndim == 0:
+        scale_arr = np.array([scale_arr, scale_arr], dtype=np.float32)
+    if scale_arr[0] <= 0:
+        raise ValueError(f"scale must be positive, got {scale!r}")
+    shift_arr = np.asarray(shift, dtype=np.float32)
+    src_w = scale_arr[0]
+    dst_w, dst_h = float(output_size[0]), float(output_size[1])
+
+    rot_rad = np.pi * rot / 180
+    src_dir = _rotate(np.array([0, src_w * -0.5], dtype=np.float32), rot_rad)
+    dst_dir = np.array([0, dst_w * -0.5], np.float32)
+
+    src = np.zeros((3, 2), dtype=np.float32)
+    dst = np.zeros((3, 2), dtype=np.float32)
+    src[0, :] = center + scale_arr * shift_arr
+    src[1, :] = center + src_dir + scale_arr * shift_arr
+    dst[0, :] = [dst_w * 0.5, dst_h * 0.5]
+    dst[1, :] = np.array([dst_w * 0.5, dst_h * 0.5], np.float32) + dst_dir
+    src[2, :] = _third_point(src[0, :], src[1, :])
+    dst[2, :] = _third_point(dst[0, :], dst[1, :])
+    if inv:
+        return cv2.getAffineTransform(dst, src)
+    return cv2.getAffineTransform(src, dst)
+
+
+def letterbox_params(image_hw: tuple[int, int]) -> tuple[np.ndarray, float]:
+    """(center, scale) of the official test-time letterbox: image center, longer side."""
+    h, w = image_hw
+    return np.array([w / 2.0, h / 2.0], dtype=np.float32), float(max(h, w))
+
+
+def warp_image(image: np.ndarray, trans: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
+    """Apply an affine to an image ``[H, W, 3]`` giving ``[size_h, size_w, 3]`` (bilinear, zero border)."""
+    return cv2.warpAffine(image, trans, (int(size_wh[0]), int(size_wh[1])), flags=cv2.INTER_LINEAR)
+
+
+def transform_points(points: np.ndarray, trans: np.ndarray) -> np.ndarray:
+    """Apply ``trans`` ``[2, 3]`` to points ``[N, 2]`` (x, y) -> ``[N, 2]`` float64."""
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    return pts @ trans[:, :2].T + trans[:, 2]
+
+
+def transform_boxes(boxes: np.ndarray, trans: np.ndarray) -> np.ndarray:
+    """Map boxes ``[N, 4]`` (x1 y1 x2 y2) through an axis-aligned affine, corners only -> ``[N, 4]``.
+
+    Corner-wise like the official code (exact for scale + translation, which letterboxing is).
+    """
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    tl = transform_points(b[:, 0:2], trans)
+    br = transform_points(b[:, 2:4], trans)
+    return np.concatenate([tl, br], axis=1)
+
+
+def invert_affine(trans: np.ndarray) -> np.ndarray:
+    """Inverse of a ``[2, 3]`` affine."""
+    return cv2.invertAffineTransform(np.asarray(trans, dtype=np.float64))
+
+
+def flip_boxes_horizontal(boxes: np.ndarray, width: int) -> np.ndarray:
+    """Mirror boxes ``[N, 4]`` in an image of ``width`` pixels, as the official ``width - x - 1``."""
+    b = np.array(boxes, dtype=np.float32).reshape(-1, 4)
+    b[:, [0, 2]] = width - b[:, [2, 0]] - 1
+    return b
+
+
+# Official COCO statistics, for images in OpenCV's BGR channel order (the convention everywhere in
+# this project, so that official checkpoints see the inputs they were trained on).
+COCO_MEAN_BGR = np.array([0.40789654, 0.44719302, 0.47026115], dtype=np.float32)
+COCO_STD_BGR = np.array([0.28863828, 0.27408164, 0.27809835], dtype=np.float32)
+
+
+def normalize_image(image_bgr: np.ndarray) -> np.ndarray:
+    """uint8 BGR ``[H, W, 3]`` -> float32 ``[3, H, W]``, scaled to [0, 1] and standardised."""
+    img = image_bgr.astype(np.float32) / 255.0
+    img = (img - COCO_MEAN_BGR) / COCO_STD_BGR
+    return np.ascontiguousarray(img.transpose(2, 0, 1))

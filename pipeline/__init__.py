@@ -1,0 +1,1 @@
+"""Data pipeline on Ray: validate COCO datasets, precompute sharded targets, stream them."""

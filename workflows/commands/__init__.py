@@ -1,0 +1,1 @@
+"""One module per ``centernet`` sub-command (see workflows/cli.py)."""
