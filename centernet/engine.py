@@ -1,0 +1,177 @@
+"""The plain-PyTorch training loop: one step function and one epoch function.
+
+Ray Train workers call these unchanged (``workflows/train``); the demo calls them directly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from centernet.losses import LOSS_NAMES, CenterNetLoss, combine_losses
+
+OFFICIAL_BASE_LR = 1.25e-4
+OFFICIAL_BASE_BATCH = 32
+TARGET_KEYS = ("image", "hm", "wh", "reg", "ind", "mask")
+
+
+def scaled_lr(batch_size: int, base_lr: float = OFFICIAL_BASE_LR, base_batch: int = OFFICIAL_BASE_BATCH) -> float:
+    """Learning rate scaled linearly with the (global) batch size from the official 1.25e-4 @ 32."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+    return base_lr * batch_size / base_batch
+
+
+def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    """Adam, as the official trainer."""
+    return torch.optim.Adam(model.parameters(), lr=lr)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, lr_steps: tuple[int, ...]) -> torch.optim.lr_scheduler.MultiStepLR:
+    """x0.1 at each epoch in ``lr_steps`` (official: 90, 120 of 140); call ``.step()`` once per epoch."""
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(lr_steps), gamma=0.1)
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """One optimisation step: unweighted losses, the weighted total, and whether it was skipped."""
+
+    losses: dict[str, float]
+    total: float
+    skipped: bool
+    grad_norm: float
+    batch_size: int
+
+
+def move_batch(batch: Mapping[str, Tensor], device: torch.device | str) -> dict[str, Tensor]:
+    """The tensors a step needs, on ``device`` (non-blocking)."""
+    return {k: batch[k].to(device, non_blocking=True) for k in TARGET_KEYS}
+
+
+def train_step(
+    model: nn.Module,
+    batch: Mapping[str, Tensor],
+    *,
+    criterion: CenterNetLoss,
+    optimizer: torch.optim.Optimizer,
+    weights: Mapping[str, float],
+    max_grad_norm: float | None = 35.0,
+    amp_dtype: torch.dtype | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+) -> StepResult:
+    """Forward, loss, backward and update on one batch already on the model's device.
+
+    A step whose loss or gradient norm is not finite is skipped (no update) and reported as such,
+    so a single bad batch cannot poison the weights. ``amp_dtype`` enables autocast on CUDA
+    (bf16, or fp16 together with a ``scaler``).
+    """
+    model.train()
+    device_type = batch["image"].device.type
+    with torch.autocast(device_type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        outputs = model(batch["image"])
+    losses = criterion(outputs, batch)  # computed in float32
+    total = combine_losses(losses, weights)
+    values = {k: float(losses[k].detach()) for k in LOSS_NAMES}
+    n = int(batch["image"].shape[0])
+    optimizer.zero_grad(set_to_none=True)
+    if not math.isfinite(float(total.detach())):
+        return StepResult(values, float("nan"), True, float("nan"), n)
+    if scaler is not None:
+        scaler.scale(total).backward()
+        scaler.unscale_(optimizer)
+    else:
+        total.backward()
+    grad_norm = _grad_norm(model, max_grad_norm)
+    if not math.isfinite(grad_norm):
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.update()  # lets the scaler lower its scale after an overflow
+        return StepResult(values, float(total.detach()), True, grad_norm, n)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    return StepResult(values, float(total.detach()), False, grad_norm, n)
+
+
+def _grad_norm(model: nn.Module, max_norm: float | None) -> float:
+    params = [p for p in model.parameters() if p.grad is not None]
+    if max_norm is None:
+        norms = torch.stack([p.grad.detach().norm() for p in params]) if params else torch.zeros(1)
+        return float(norms.norm())
+    return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+
+
+@dataclass
+class EpochResult:
+    """Aggregates of one epoch: mean unweighted losses over the steps taken, counts and timing."""
+
+    steps: int = 0
+    skipped_steps: int = 0
+    images: int = 0
+    seconds: float = 0.0
+    data_wait_seconds: float = 0.0
+    loss_sums: dict[str, float] = field(default_factory=lambda: {k: 0.0 for k in (*LOSS_NAMES, "total")})
+
+    @property
+    def mean_losses(self) -> dict[str, float]:
+        taken = max(1, self.steps - self.skipped_steps)
+        return {k: v / taken for k, v in self.loss_sums.items()}
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def data_wait_share(self) -> float:
+        return self.data_wait_seconds / self.seconds if self.seconds > 0 else 0.0
+
+
+def train_epoch(
+    model: nn.Module,
+    loader: Iterable[Mapping[str, Tensor]],
+    *,
+    criterion: CenterNetLoss,
+    optimizer: torch.optim.Optimizer,
+    weights: Mapping[str, float],
+    device: torch.device | str,
+    max_grad_norm: float | None = 35.0,
+    amp_dtype: torch.dtype | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    on_step: Callable[[int, StepResult], None] | None = None,
+    max_steps: int | None = None,
+) -> EpochResult:
+    """Run :func:`train_step` over ``loader``; ``on_step(step_index, result)`` after each step.
+
+    Time spent waiting for the loader is measured separately (``data_wait_share``).
+    """
+    result = EpochResult()
+    start = time.perf_counter()
+    iterator = iter(loader)
+    while max_steps is None or result.steps < max_steps:
+        t0 = time.perf_counter()
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            break
+        result.data_wait_seconds += time.perf_counter() - t0
+        step = train_step(model, move_batch(batch, device), criterion=criterion, optimizer=optimizer,
+                          weights=weights, max_grad_norm=max_grad_norm, amp_dtype=amp_dtype, scaler=scaler)
+        result.steps += 1
+        result.images += step.batch_size
+        if step.skipped:
+            result.skipped_steps += 1
+        else:
+            for k, v in step.losses.items():
+                result.loss_sums[k] += v
+            result.loss_sums["total"] += step.total
+        if on_step is not None:
+            on_step(result.steps - 1, step)
+    result.seconds = time.perf_counter() - start
+    return result
