@@ -1,0 +1,337 @@
+"""Precompute CenterNet training targets into sharded Arrow files with Ray tasks.
+
+One Ray task per chunk of images: decode + validate -> augment -> letterbox -> ``encode`` ->
+one shard file ``part-NNNNN.arrow`` written atomically. The driver validates the JSON, schedules
+the chunks (at most ``workers`` in flight), skips shards a previous run already finished with the
+same inputs and settings, then writes ``rejects.jsonl``, ``annotations.clean.json``, ``stats.png``
+and, last, ``manifest.json``. A run killed at any point leaves no partial shard (temporaries are
+removed on the next run) and no manifest; rerunning finishes only what is missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.fs as pafs
+
+from centernet.data import CategoryMap
+from centernet.targets import encode
+from pipeline.augment import ColorAugmenter, letterbox_view, view_rng
+from pipeline.schema import (
+    CLEAN_ANNOTATIONS_NAME,
+    MANIFEST_NAME,
+    REJECTS_NAME,
+    SCHEMA_VERSION,
+    SHARD_PATTERN,
+    STATS_PNG_NAME,
+    PrecomputeSettings,
+)
+from pipeline.shards import (
+    atomic_write_bytes,
+    encode_rows,
+    exists,
+    join,
+    open_shard,
+    read_bytes,
+    read_json,
+    remove_stale_temporaries,
+    resolve,
+    sha256,
+    shard_metadata,
+    write_json,
+)
+from pipeline.stats import TargetStats, merge_stats, plot_stats, summary_line
+from pipeline.validate import ImageEntry, JsonValidation, check_counts, validate_coco_json, validate_entry
+
+DEFAULT_CHUNK_SIZE = 64
+
+
+class PrecomputeInterrupted(RuntimeError):
+    """Raised by the ``stop_after_shards`` test hook, as if the run had been killed."""
+
+
+@dataclass(frozen=True)
+class PrecomputeResult:
+    """Where the shards went and what the run did."""
+
+    out: str
+    manifest: dict[str, Any]
+    shards_written: int
+    shards_skipped: int
+
+
+def _chunk_key(settings_hash: str, index: int, entries: list[ImageEntry], images_dir: str) -> str:
+    """Hash of everything a chunk's shard depends on: settings, its images (name, size, mtime), JSON."""
+    h = hashlib.sha256(f"{SCHEMA_VERSION}|{settings_hash}|{index}".encode())
+    for e in entries:
+        try:
+            st = os.stat(os.path.join(images_dir, e.file_name))
+            file_sig = (st.st_size, st.st_mtime_ns)
+        except OSError:
+            file_sig = None
+        h.update(json.dumps([asdict(e), file_sig], sort_keys=True, default=str).encode())
+    return h.hexdigest()[:32]
+
+
+def make_row(image_id: int, view: int, image_bgr: np.ndarray, boxes: np.ndarray, classes: np.ndarray,
+             affine: np.ndarray, targets: dict[str, np.ndarray], settings: PrecomputeSettings) -> dict[str, Any]:
+    """One shard row; the heatmap ``[C, H, W]`` is stored as (flat index, value) of its nonzeros."""
+    import cv2
+
+    if settings.image_format == "jpg":
+        ok, buf = cv2.imencode(".jpg", image_bgr, [cv2.IMWRITE_JPEG_QUALITY, settings.jpeg_quality])
+    else:
+        ok, buf = cv2.imencode(".png", image_bgr)
+    if not ok:
+        raise RuntimeError(f"could not encode image {image_id} view {view} as {settings.image_format}")
+    hm = targets["hm"].reshape(-1)  # [C*H*W]
+    hm_index = np.flatnonzero(hm).astype(np.int32)  # ascending
+    return {
+        "image_id": int(image_id), "view": int(view), "image": buf.tobytes(),
+        "affine": np.asarray(affine, np.float64).reshape(6),
+        "boxes": np.asarray(boxes, np.float32).reshape(-1), "classes": np.asarray(classes, np.int32),
+        "hm_index": hm_index, "hm_value": hm[hm_index],
+        "wh": targets["wh"].reshape(-1), "reg": targets["reg"].reshape(-1),
+        "ind": targets["ind"], "mask": targets["mask"],
+    }
+
+
+def process_chunk(index: int, entries: list[ImageEntry], images_dir: str, categories: dict[str, Any],
+                  settings_dict: dict[str, Any], out_uri: str, chunk_key: str) -> dict[str, Any]:
+    """Validate, augment and encode one chunk of images and write its shard (a Ray task body).
+
+    Returns the shard's manifest entry plus its validation counts and target statistics.
+    """
+    import cv2
+
+    cv2.setNumThreads(1)  # one core per task; Ray schedules the parallelism
+    settings = PrecomputeSettings.from_dict(settings_dict)
+    cats = CategoryMap.from_dict(categories)
+    size_out = settings.output_size
+    color = ColorAugmenter(settings) if settings.augment else None
+    rows: list[dict[str, Any]] = []
+    stats = TargetStats()
+    counts: Counter = Counter()
+    rejects: list[dict[str, Any]] = []
+    clean_images: list[dict[str, Any]] = []
+    clean_annotations: list[dict[str, Any]] = []
+    for entry in entries:
+        result = validate_entry(entry, images_dir, cats)
+        counts.update(result.counts)
+        rejects.extend(result.rejects)
+        if result.image is None:
+            continue
+        clean_images.append(result.clean_image)
+        clean_annotations.extend(result.clean_annotations)
+        for view in range(settings.views):
+            rng = view_rng(settings.seed, entry.image_id, view) if settings.augment else None
+            image, boxes, affine = letterbox_view(result.image, result.boxes, settings, rng)
+            if color is not None:
+                image = color(image, rng)
+            targets, enc_stats = encode(boxes, result.classes, cats.num_classes, (size_out, size_out),
+                                        max_objs=settings.max_objs, min_overlap=settings.min_overlap,
+                                        radius_variant=settings.radius_variant, return_stats=True)
+            stats.add(len(boxes), enc_stats, first_view=view == 0)
+            rows.append(make_row(entry.image_id, view, image, boxes, result.classes, affine, targets, settings))
+    name = SHARD_PATTERN.format(index)
+    meta = {
+        "schema_version": SCHEMA_VERSION, "settings_hash": settings.settings_hash,
+        "chunk_index": index, "chunk_key": chunk_key, "num_samples": len(rows),
+        "num_images": len(clean_images), "counts": dict(counts), "stats": stats.to_dict(),
+        "rejects": rejects, "clean_images": clean_images, "clean_annotations": clean_annotations,
+    }
+    data = encode_rows(rows, meta)
+    fs, out = resolve(out_uri)
+    atomic_write_bytes(fs, join(out, name), data)
+    return _shard_entry(name, meta, sha256(data), len(data))
+
+
+def _shard_entry(name: str, meta: dict[str, Any], checksum: str, nbytes: int) -> dict[str, Any]:
+    return {"file": name, "num_samples": meta["num_samples"], "num_images": meta["num_images"],
+            "sha256": checksum, "bytes": nbytes, "chunk_key": meta["chunk_key"],
+            "counts": meta["counts"], "stats": meta["stats"]}
+
+
+def _finished_shard(fs: Any, path: str, name: str, chunk_key: str,
+                    previous: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """The manifest entry of an already finished shard for ``chunk_key``, or ``None`` to redo it."""
+    if not exists(fs, path):
+        return None
+    try:
+        meta = shard_metadata(open_shard(fs, path))
+    except ValueError:
+        return None  # unreadable (e.g. copied half-way by hand): rewrite it
+    if meta.get("chunk_key") != chunk_key or meta.get("schema_version") != SCHEMA_VERSION:
+        return None
+    old = previous.get(name)
+    size = fs.get_file_info(path).size
+    if old and old.get("chunk_key") == chunk_key and old.get("bytes") == size:
+        checksum = old["sha256"]
+    else:
+        checksum = sha256(read_bytes(fs, path))
+    return _shard_entry(name, meta, checksum, size)
+
+
+def _write_outputs(fs: Any, out: str, checked: JsonValidation, shards: list[dict[str, Any]]) -> None:
+    """``rejects.jsonl`` and ``annotations.clean.json``, streamed shard by shard from shard metadata."""
+    rejects_lines = [json.dumps(r, sort_keys=True) for r in checked.rejects]
+    images: list[str] = []
+    annotations: list[str] = []
+    for shard in shards:
+        meta = shard_metadata(open_shard(fs, join(out, shard["file"])))
+        rejects_lines.extend(json.dumps(r, sort_keys=True) for r in meta["rejects"])
+        images.extend(json.dumps(i, sort_keys=True) for i in meta["clean_images"])
+        annotations.extend(json.dumps(a, sort_keys=True) for a in meta["clean_annotations"])
+    atomic_write_bytes(fs, join(out, REJECTS_NAME), "".join(f"{line}\n" for line in rejects_lines).encode())
+    head = json.dumps(checked.info, sort_keys=True)  # always has "categories"
+    body = (head[:-1] + ', "images": [\n' + ",\n".join(images) + '],\n"annotations": [\n'
+            + ",\n".join(annotations) + "]}\n")
+    atomic_write_bytes(fs, join(out, CLEAN_ANNOTATIONS_NAME), body.encode())
+
+
+def precompute(
+    images_dir: str | Path,
+    annotations: str | Path,
+    out: str | Path,
+    settings: PrecomputeSettings,
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    workers: int | None = None,
+    progress: bool = True,
+    stop_after_shards: int | None = None,
+) -> PrecomputeResult:
+    """Validate a COCO dataset and write its samples as shards + manifest under ``out``.
+
+    Args:
+        images_dir: directory the ``file_name`` entries are relative to (local or shared path).
+        annotations: COCO JSON file.
+        out: output directory (local/shared path or a ``pyarrow.fs`` URI such as ``s3://…``).
+        settings: what the samples look like (hashed into the manifest).
+        chunk_size: images per Ray task and per shard.
+        workers: at most this many chunks in flight (default: the cluster's CPUs).
+        stop_after_shards: test hook: raise :class:`PrecomputeInterrupted` after this many shards
+            were written in this run, cancelling (killing) the tasks still running.
+
+    Uses the Ray instance already initialised, else starts a local one for the call. ``ValueError``
+    when every image is rejected (``rejects.jsonl`` says why).
+    """
+    import ray
+    from tqdm.auto import tqdm
+
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size!r}")
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers!r}")
+    images_dir = str(Path(images_dir).resolve())
+    annotations = Path(annotations).resolve()
+    fs, out_path = resolve(out)
+    out_uri = str(out) if "://" in str(out) else out_path
+    fs.create_dir(out_path, recursive=True)
+    remove_stale_temporaries(fs, out_path)
+
+    checked = validate_coco_json(annotations)
+    if not checked.entries:
+        _write_outputs(fs, out_path, checked, [])
+        check_counts(checked.counts, str(annotations))  # raises: nothing survived
+    settings_hash = settings.settings_hash
+    chunks = [checked.entries[i : i + chunk_size] for i in range(0, len(checked.entries), chunk_size)]
+    keys = [_chunk_key(settings_hash, i, c, images_dir) for i, c in enumerate(chunks)]
+    manifest_path = join(out_path, MANIFEST_NAME)
+    previous: dict[str, dict[str, Any]] = {}
+    if exists(fs, manifest_path):
+        try:
+            previous = {s["file"]: s for s in read_json(fs, manifest_path).get("shards", [])}
+        except (ValueError, KeyError, TypeError):
+            previous = {}
+
+    entries: list[dict[str, Any] | None] = []
+    for i, key in enumerate(keys):
+        name = SHARD_PATTERN.format(i)
+        entries.append(_finished_shard(fs, join(out_path, name), name, key, previous))
+    todo = [i for i, e in enumerate(entries) if e is None]
+    if todo and exists(fs, manifest_path):
+        fs.delete_file(manifest_path)  # never leave a manifest that describes other shards
+    for info in fs.get_file_info(pafs.FileSelector(out_path)):
+        stale = info.base_name.startswith("part-") and info.base_name.endswith(".arrow")
+        if stale and info.base_name not in {SHARD_PATTERN.format(i) for i in range(len(chunks))}:
+            fs.delete_file(info.path)  # shards of a previous, larger layout
+
+    started_ray = False
+    if todo and not ray.is_initialized():
+        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+        started_ray = True
+    written = 0
+    try:
+        if todo:
+            limit = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+            task = ray.remote(num_cpus=1, max_retries=2)(process_chunk)
+            cats = checked.categories.to_dict()
+            settings_dict = settings.to_dict()
+            pending: dict[Any, int] = {}
+            queue = list(todo)
+            bar = tqdm(total=len(chunks), initial=len(chunks) - len(todo), desc="precompute",
+                       unit="chunk", disable=not progress)
+            try:
+                while queue or pending:
+                    while queue and len(pending) < limit:
+                        i = queue.pop(0)
+                        ref = task.remote(i, chunks[i], images_dir, cats, settings_dict, out_uri, keys[i])
+                        pending[ref] = i
+                    done, _ = ray.wait(list(pending), num_returns=1)
+                    for ref in done:
+                        entries[pending.pop(ref)] = ray.get(ref)
+                        written += 1
+                        bar.update(1)
+                    if stop_after_shards is not None and written >= stop_after_shards:
+                        raise PrecomputeInterrupted(f"stopped after {written} shards (test hook)")
+            except BaseException:
+                for ref in pending:
+                    ray.cancel(ref, force=True)
+                raise
+            finally:
+                bar.close()
+    finally:
+        if started_ray:
+            ray.shutdown()
+
+    shards: list[dict[str, Any]] = [e for e in entries if e is not None]
+    _write_outputs(fs, out_path, checked, shards)
+    counts = Counter(checked.counts)
+    for s in shards:
+        counts.update(s["counts"])
+    check_counts(counts, str(annotations))
+    stats = merge_stats([s["stats"] for s in shards])
+    atomic_write_bytes(fs, join(out_path, STATS_PNG_NAME),
+                       plot_stats(stats, title=f"{annotations.name}: {summary_line(stats)}"))
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "settings_hash": settings_hash,
+        "settings": settings.to_dict(),
+        "split": "train" if settings.augment else "val",
+        "input_size": settings.input_size,
+        "output_size": settings.output_size,
+        "num_classes": checked.categories.num_classes,
+        "classes": checked.categories.to_dict(),
+        "num_samples": sum(s["num_samples"] for s in shards),
+        "num_images": sum(s["num_images"] for s in shards),
+        "counts": {k: int(v) for k, v in sorted(counts.items())},
+        "stats": stats,
+        "chunk_size": chunk_size,
+        "shards": [{k: s[k] for k in ("file", "num_samples", "num_images", "sha256", "bytes", "chunk_key")}
+                   for s in shards],
+        "source": {"images_dir": images_dir, "annotations": str(annotations),
+                   "annotations_sha256": sha256(annotations.read_bytes())},
+        "source_annotations": str(annotations),
+        "clean_annotations": CLEAN_ANNOTATIONS_NAME,
+        "rejects": REJECTS_NAME,
+        "stats_png": STATS_PNG_NAME,
+    }
+    write_json(fs, manifest_path, manifest)
+    return PrecomputeResult(out_uri, manifest, written, len(chunks) - len(todo))

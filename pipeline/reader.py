@@ -1,0 +1,273 @@
+"""Stream precomputed shards into training: sample dicts, dense heatmaps, DDP/worker splitting.
+
+:func:`iter_samples` yields numpy samples (DESIGN.md §2); :class:`ShardDataset` is the torch
+``IterableDataset`` for training. Both refuse shards whose schema version or settings hash this
+code does not know, with the command that rebuilds them.
+
+Splitting: each epoch the shards are put in a (seeded, per-epoch) order and their rows form one
+global sequence of ``N`` samples; rank ``r`` of ``R`` takes the ``r``-th of ``R`` contiguous,
+balanced ranges (sizes differ by at most one, see :func:`samples_per_rank`), and each loader
+worker the same split of its rank's range. Every sample is seen exactly once per epoch.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from centernet.data import CategoryMap
+from centernet.transforms import normalize_image
+from pipeline.schema import MANIFEST_NAME, PrecomputeSettings, check_manifest, rebuild_hint
+from pipeline.shards import iter_raw_rows, join, open_shard, read_bytes, read_json, resolve, sha256, shard_metadata
+
+DEFAULT_BUFFER_SIZE = 256
+
+
+def read_manifest(shard_dir: str | Path) -> dict[str, Any]:
+    """The validated ``manifest.json`` of a shard directory.
+
+    Keys include ``classes`` (``CategoryMap.to_dict()``), ``input_size``, ``output_size``,
+    ``num_classes``, ``num_samples``, ``settings_hash``, ``settings``, ``shards``, ``counts``,
+    ``stats``, ``split``, ``source_annotations`` and ``clean_annotations`` (absolute here).
+    """
+    fs, base = resolve(shard_dir)
+    path = join(base, MANIFEST_NAME)
+    try:
+        manifest = read_json(fs, path)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{path} not found: {shard_dir} is not a finished precompute output (a run may have been "
+            f"interrupted); {rebuild_hint(None, str(shard_dir))}"
+        ) from None
+    check_manifest(manifest, str(shard_dir))
+    manifest = dict(manifest)
+    manifest["clean_annotations"] = join(base, manifest["clean_annotations"])
+    return manifest
+
+
+def _split(total: int, parts: int, index: int) -> tuple[int, int]:
+    """[start, stop) of part ``index`` when ``total`` items are cut into ``parts`` balanced ranges."""
+    base, extra = divmod(total, parts)
+    start = index * base + min(index, extra)
+    return start, start + base + (1 if index < extra else 0)
+
+
+def samples_per_rank(shard_dir: str | Path | dict[str, Any], world_size: int) -> list[int]:
+    """Samples each rank gets per epoch (balanced; differ by at most one).
+
+    A DDP loop should run ``min(...) // batch_size`` steps (or pad) so ranks stay in step.
+    """
+    if world_size < 1:
+        raise ValueError(f"world_size must be >= 1, got {world_size!r}")
+    manifest = shard_dir if isinstance(shard_dir, dict) else read_manifest(shard_dir)
+    total = int(manifest["num_samples"])
+    return [b - a for a, b in (_split(total, world_size, r) for r in range(world_size))]
+
+
+class _Shards:
+    """Opened shards of one directory, checked against the manifest."""
+
+    def __init__(self, shard_dir: str | Path, manifest: dict[str, Any], verify: bool):
+        self.fs, self.base = resolve(shard_dir)
+        self.shard_dir = str(shard_dir)
+        self.manifest = manifest
+        self.verify = verify
+        self.readers: dict[int, Any] = {}
+
+    def reader(self, index: int) -> tuple[Any, int]:
+        """(record batch file reader, rows per batch) of shard ``index``."""
+        if index not in self.readers:
+            entry = self.manifest["shards"][index]
+            path = join(self.base, entry["file"])
+            if self.verify and sha256(read_bytes(self.fs, path)) != entry["sha256"]:
+                raise ValueError(f"{path}: checksum differs from the manifest; "
+                                 f"{rebuild_hint(self.manifest, self.shard_dir)}")
+            reader = open_shard(self.fs, path)
+            meta = shard_metadata(reader)
+            for key in ("schema_version", "settings_hash", "num_samples"):
+                want = self.manifest[key] if key != "num_samples" else entry["num_samples"]
+                if meta.get(key) != want:
+                    raise ValueError(f"{path}: shard {key} {meta.get(key)!r} does not match the manifest "
+                                     f"({want!r}); {rebuild_hint(self.manifest, self.shard_dir)}")
+            self.readers[index] = (reader, int(meta["rows_per_batch"]))
+        return self.readers[index]
+
+    def rows(self, index: int, start: int, stop: int) -> Iterator[dict[str, Any]]:
+        """Raw rows ``start..stop-1`` of shard ``index`` (only the record batches needed are read)."""
+        reader, per_batch = self.reader(index)
+        for b in range(start // per_batch, (stop - 1) // per_batch + 1 if stop > start else 0):
+            batch = reader.get_batch(b)
+            lo, hi = max(start - b * per_batch, 0), min(stop - b * per_batch, batch.num_rows)
+            yield from iter_raw_rows(batch.slice(lo, hi - lo))
+
+
+def render_heatmap(hm_index: np.ndarray, hm_value: np.ndarray, num_classes: int, output_size: int) -> np.ndarray:
+    """Sparse (flat index ``[P]``, value ``[P]``) -> dense ``[C, H, W]`` float32 heatmap."""
+    hm = np.zeros(num_classes * output_size * output_size, dtype=np.float32)
+    hm[hm_index] = hm_value
+    return hm.reshape(num_classes, output_size, output_size)
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """Stored JPEG/PNG bytes -> ``[H, W, 3]`` uint8 BGR."""
+    import cv2
+
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError("stored image bytes do not decode")
+    return image
+
+
+def decode_sample(raw: dict[str, Any], num_classes: int, output_size: int, max_objs: int) -> dict[str, Any]:
+    """A raw shard row -> the DESIGN §2 sample dict (numpy, owned copies)."""
+    return {
+        "image": decode_image(raw["image"]),  # [S, S, 3] uint8 BGR
+        "hm": render_heatmap(raw["hm_index"], raw["hm_value"], num_classes, output_size),  # [C, H, W]
+        "wh": raw["wh"].reshape(max_objs, 2).copy(),  # [K, 2] float32
+        "reg": raw["reg"].reshape(max_objs, 2).copy(),  # [K, 2] float32
+        "ind": raw["ind"].copy(),  # [K] int64
+        "mask": raw["mask"].copy(),  # [K] uint8
+        "boxes": raw["boxes"].reshape(-1, 4).copy(),  # [N, 4] float32 output pixels
+        "classes": raw["classes"].astype(np.int64),  # [N]
+        "image_id": raw["image_id"],
+        "view": raw["view"],
+        "affine": np.array(raw["affine"], dtype=np.float64),  # [2, 3] output px -> original px
+    }
+
+
+def iter_samples(shard_dir: str | Path, *, verify: bool = False) -> Iterator[dict[str, Any]]:
+    """Every sample of a shard directory in stored order (see :func:`decode_sample`).
+
+    ``verify=True`` also checks each shard's sha256 against the manifest.
+    """
+    manifest = read_manifest(shard_dir)
+    settings = PrecomputeSettings.from_dict(manifest["settings"])
+    shards = _Shards(shard_dir, manifest, verify)
+    for index, entry in enumerate(manifest["shards"]):
+        for raw in shards.rows(index, 0, entry["num_samples"]):
+            yield decode_sample(raw, manifest["num_classes"], settings.output_size, settings.max_objs)
+
+
+def _default_rank_world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+try:  # torch is a dependency of the project, but keep iter_samples usable without it
+    from torch.utils.data import IterableDataset as _IterableDataset
+except ImportError:  # pragma: no cover
+    _IterableDataset = object  # type: ignore[assignment,misc]
+
+
+class ShardDataset(_IterableDataset):
+    """Training samples of a shard directory as torch tensors, split over DDP ranks and workers.
+
+    Yields dicts: "image" float32 ``[3, S, S]`` (``normalize_image`` of the BGR image), "hm" float32
+    ``[C, S/4, S/4]``, "wh"/"reg" float32 ``[K, 2]``, "ind" int64 ``[K]``, "mask" uint8 ``[K]``,
+    "image_id" int64 ``[]``, "affine" float32 ``[2, 3]`` (output-map px -> original image px).
+
+    ``rank``/``world_size`` default to ``torch.distributed``'s when it is initialised. Shuffling:
+    shard order per epoch plus a buffer of ``buffer_size`` raw rows; call :meth:`set_epoch` before
+    each epoch (with ``persistent_workers=False`` the loader workers see the new epoch).
+    """
+
+    def __init__(self, shard_dir: str | Path, *, rank: int | None = None, world_size: int | None = None,
+                 shuffle: bool = True, seed: int = 0, buffer_size: int = DEFAULT_BUFFER_SIZE,
+                 verify: bool = False):
+        super().__init__()
+        if (rank is None) != (world_size is None):
+            raise ValueError("give both rank and world_size, or neither")
+        if rank is None:
+            rank, world_size = _default_rank_world()
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in 0..world_size-1, got rank={rank!r} world_size={world_size!r}")
+        if buffer_size < 1:
+            raise ValueError(f"buffer_size must be >= 1, got {buffer_size!r}")
+        self.shard_dir = str(shard_dir)
+        self.manifest = read_manifest(shard_dir)
+        self.settings = PrecomputeSettings.from_dict(self.manifest["settings"])
+        self.categories = CategoryMap.from_dict(self.manifest["classes"])
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.shuffle, self.seed, self.buffer_size = shuffle, int(seed), int(buffer_size)
+        self.verify = verify
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    @property
+    def num_classes(self) -> int:
+        return self.categories.num_classes
+
+    def __len__(self) -> int:
+        """Samples this rank yields per epoch (over all its loader workers)."""
+        return samples_per_rank(self.manifest, self.world_size)[self.rank]
+
+    def plan(self, worker: int = 0, num_workers: int = 1) -> list[tuple[int, int, int]]:
+        """(shard index, row start, row stop) segments of this rank's ``worker`` for the epoch."""
+        counts = [int(s["num_samples"]) for s in self.manifest["shards"]]
+        order = list(range(len(counts)))
+        if self.shuffle:
+            random.Random(f"{self.seed}:{self.epoch}").shuffle(order)
+        r0, r1 = _split(sum(counts), self.world_size, self.rank)
+        w0, w1 = _split(r1 - r0, num_workers, worker)
+        lo, hi = r0 + w0, r0 + w1
+        segments, pos = [], 0
+        for index in order:
+            a, b = max(lo, pos), min(hi, pos + counts[index])
+            if a < b:
+                segments.append((index, a - pos, b - pos))
+            pos += counts[index]
+        return segments
+
+    def _raw_rows(self, worker: int, num_workers: int) -> Iterator[dict[str, Any]]:
+        shards = _Shards(self.shard_dir, self.manifest, self.verify)
+        for index, start, stop in self.plan(worker, num_workers):
+            yield from shards.rows(index, start, stop)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        from torch.utils.data import get_worker_info
+
+        info = get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        rows = self._raw_rows(worker, num_workers)
+        if not self.shuffle:
+            for raw in rows:
+                yield self.to_tensors(raw)
+            return
+        rng = random.Random(f"{self.seed}:{self.epoch}:{self.rank}:{worker}")
+        buffer: list[dict[str, Any]] = []
+        for raw in rows:
+            if len(buffer) < self.buffer_size:
+                buffer.append(raw)
+                continue
+            j = rng.randrange(len(buffer))
+            out, buffer[j] = buffer[j], raw
+            yield self.to_tensors(out)
+        rng.shuffle(buffer)
+        for raw in buffer:
+            yield self.to_tensors(raw)
+
+    def to_tensors(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """A raw shard row -> the training sample (tensors; default collate batches them)."""
+        import torch
+
+        k, out = self.settings.max_objs, self.settings.output_size
+        image = decode_image(raw["image"])
+        return {
+            "image": torch.from_numpy(normalize_image(image)),  # [3, S, S] float32
+            "hm": torch.from_numpy(render_heatmap(raw["hm_index"], raw["hm_value"], self.num_classes, out)),
+            "wh": torch.from_numpy(raw["wh"].reshape(k, 2).copy()),  # [K, 2] float32
+            "reg": torch.from_numpy(raw["reg"].reshape(k, 2).copy()),  # [K, 2] float32
+            "ind": torch.from_numpy(raw["ind"].astype(np.int64)),  # [K] int64
+            "mask": torch.from_numpy(raw["mask"].astype(np.uint8)),  # [K] uint8
+            "image_id": torch.tensor(raw["image_id"], dtype=torch.int64),
+            "affine": torch.from_numpy(np.asarray(raw["affine"], dtype=np.float32).reshape(2, 3)),
+        }
