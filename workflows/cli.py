@@ -15,6 +15,7 @@ import typer
 # command name -> module under workflows.commands
 COMMANDS: dict[str, str] = {
     "demo": "demo",
+    "precompute": "precompute",
 }
 
 
