@@ -1,0 +1,171 @@
+"""The data contract between precompute and training: shard format, exact targets, splitting."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.ipc as ipc
+import pytest
+import ray
+import torch
+from torch.utils.data import DataLoader
+
+from centernet.data import CategoryMap
+from centernet.synthetic import make_synthetic_coco
+from centernet.targets import encode
+from centernet.transforms import normalize_image, transform_boxes
+from pipeline.precompute import precompute
+from pipeline.reader import ShardDataset, iter_samples, read_manifest, samples_per_rank
+from pipeline.schema import SCHEMA_VERSION, PrecomputeSettings
+
+TRAIN = PrecomputeSettings(input_size=128, views=2, seed=3)
+VAL = PrecomputeSettings(input_size=128, augment=False, views=1, radius_variant="corrected")
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("shards")
+    ds = make_synthetic_coco(root / "data", 23, seed=5, image_size=(96, 200), category_ids=(3, 7, 11))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        precompute(ds.images_dir, ds.annotations, root / "train", TRAIN, chunk_size=5, progress=False)
+        precompute(ds.images_dir, ds.annotations, root / "val", VAL, chunk_size=8, progress=False)
+    finally:
+        ray.shutdown()
+    return {"train": root / "train", "val": root / "val", "annotations": ds.annotations}
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_targets_read_back_equal_encode_of_stored_boxes(shards, split):
+    manifest = read_manifest(shards[split])
+    settings = PrecomputeSettings.from_dict(manifest["settings"])
+    n = 0
+    for s in iter_samples(shards[split]):
+        t = encode(s["boxes"], s["classes"], manifest["num_classes"], s["hm"].shape[1:],
+                   max_objs=settings.max_objs, min_overlap=settings.min_overlap,
+                   radius_variant=settings.radius_variant)
+        for key in ("hm", "wh", "reg", "ind", "mask"):
+            assert t[key].dtype == s[key].dtype and np.array_equal(t[key], s[key]), key
+        ones = set(np.flatnonzero(s["hm"].reshape(-1) == 1.0).tolist())
+        hw = s["hm"].shape[1] * s["hm"].shape[2]
+        centers = {int(c) * hw + int(i) for c, i, m in zip(s["classes"], s["ind"], s["mask"]) if m}
+        assert ones == centers  # exactly 1.0 if and only if an object center
+        assert s["image"].shape == (128, 128, 3) and s["image"].dtype == np.uint8
+        assert s["affine"].shape == (2, 3)
+        n += 1
+    assert n == manifest["num_samples"] == 23 * (2 if split == "train" else 1)
+
+
+def test_every_input_image_is_in_the_output_or_rejected(shards):
+    images = {im["id"] for im in json.loads(shards["annotations"].read_text())["images"]}
+    for split in ("train", "val"):
+        out = {s["image_id"] for s in iter_samples(shards[split])}
+        rejected = {json.loads(line)["image_id"] for line in
+                    (shards[split] / "rejects.jsonl").read_text().splitlines()}
+        assert images <= out | rejected
+
+
+def test_val_affine_maps_boxes_back_to_the_original_annotations(shards):
+    coco = json.loads((shards["val"] / "annotations.clean.json").read_text())
+    by_image: dict[int, list] = {}
+    for a in coco["annotations"]:
+        x, y, w, h = a["bbox"]
+        by_image.setdefault(a["image_id"], []).append([x, y, x + w, y + h])
+    for s in iter_samples(shards["val"]):
+        assert s["view"] == 0
+        np.testing.assert_allclose(transform_boxes(s["boxes"], s["affine"]), by_image[s["image_id"]], atol=1e-2)
+
+
+def test_shards_are_arrow_ipc_with_zstd_and_manifest_is_complete(shards):
+    manifest = read_manifest(shards["train"])
+    for key in ("schema_version", "settings_hash", "settings", "classes", "input_size", "num_samples",
+                "counts", "stats", "shards", "source_annotations", "clean_annotations"):
+        assert key in manifest, key
+    assert manifest["schema_version"] == SCHEMA_VERSION
+    assert CategoryMap.from_dict(manifest["classes"]).category_ids == (3, 7, 11)
+    assert manifest["input_size"] == 128 and manifest["split"] == "train"
+    for key in ("radius_histogram", "objects_per_image_histogram", "center_collisions", "truncated_objects"):
+        assert key in manifest["stats"], key
+    files = sorted(p.name for p in shards["train"].glob("part-*.arrow"))
+    assert files == [s["file"] for s in manifest["shards"]] == [f"part-{i:05d}.arrow" for i in range(5)]
+    total = 0
+    for entry in manifest["shards"]:
+        reader = ipc.open_file(str(shards["train"] / entry["file"]))
+        assert reader.num_record_batches >= 1
+        assert reader.read_all().num_rows == entry["num_samples"]
+        total += entry["num_samples"]
+    # zstd: the same table written uncompressed is larger
+    table = ipc.open_file(str(shards["train"] / files[0])).read_all()
+    sink = pa.BufferOutputStream()
+    with ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    assert (shards["train"] / files[0]).stat().st_size < 0.8 * sink.getvalue().size
+    paths = [str(shards["train"] / f) for f in files]
+    assert pads.dataset(paths, format="arrow").count_rows() == total == manifest["num_samples"]
+
+
+def test_shard_dataset_yields_the_training_contract_and_collates(shards):
+    ds = ShardDataset(shards["train"], shuffle=True, seed=1, buffer_size=8)
+    loader = DataLoader(ds, batch_size=4, num_workers=0)
+    batch = next(iter(loader))
+    assert batch["image"].shape == (4, 3, 128, 128) and batch["image"].dtype == torch.float32
+    assert batch["hm"].shape == (4, 3, 32, 32) and batch["hm"].dtype == torch.float32
+    assert batch["wh"].shape == (4, 128, 2) and batch["wh"].dtype == torch.float32
+    assert batch["reg"].shape == (4, 128, 2) and batch["reg"].dtype == torch.float32
+    assert batch["ind"].shape == (4, 128) and batch["ind"].dtype == torch.int64
+    assert batch["mask"].shape == (4, 128) and batch["mask"].dtype == torch.uint8
+    assert batch["image_id"].shape == (4,) and batch["image_id"].dtype == torch.int64
+    assert batch["affine"].shape == (4, 2, 3) and batch["affine"].dtype == torch.float32
+    # same values as iter_samples, image normalised with the COCO BGR statistics
+    first = {(s["image_id"], s["view"]): s for s in iter_samples(shards["train"])}
+    ds2 = ShardDataset(shards["train"], shuffle=False)
+    for t, s in zip(ds2, iter_samples(shards["train"])):
+        assert torch.equal(t["image"], torch.from_numpy(normalize_image(s["image"])))
+        assert torch.equal(t["hm"], torch.from_numpy(s["hm"]))
+        assert torch.equal(t["ind"], torch.from_numpy(s["ind"]))
+        assert torch.allclose(t["affine"].double(), torch.from_numpy(s["affine"]))
+    assert len(first) == 46
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_ranks_and_workers_cover_each_sample_exactly_once(shards, world_size, num_workers):
+    counts = samples_per_rank(shards["train"], world_size)
+    seen = []
+    for epoch in (0, 1):
+        per_epoch = []
+        for rank in range(world_size):
+            ds = ShardDataset(shards["train"], rank=rank, world_size=world_size, shuffle=True, seed=2,
+                              buffer_size=4)
+            ds.set_epoch(epoch)
+            assert len(ds) == counts[rank]
+            loader = DataLoader(ds, batch_size=None, num_workers=num_workers)
+            ids = [(int(s["image_id"]), *s["affine"].reshape(-1).tolist()) for s in loader]  # view identity
+            assert len(ids) == counts[rank]
+            per_epoch.extend(ids)
+        assert len(per_epoch) == 46 and len(set(per_epoch)) == 46
+        seen.append(per_epoch)
+    assert sum(counts) == 46 and max(counts) - min(counts) <= 1
+    if world_size == 1 and num_workers == 0:
+        assert seen[0] != seen[1]  # reshuffled per epoch
+
+
+def test_reader_refuses_unknown_schema_or_settings_hash(shards, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(shards["val"], copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    (copy / "manifest.json").write_text(json.dumps({**manifest, "schema_version": SCHEMA_VERSION + 1}))
+    with pytest.raises(ValueError, match="schema version.*centernet precompute --images"):
+        ShardDataset(copy)
+    (copy / "manifest.json").write_text(json.dumps({**manifest, "settings_hash": "0123456789abcdef"}))
+    with pytest.raises(ValueError, match="settings hash.*centernet precompute"):
+        list(iter_samples(copy))
+    (copy / "manifest.json").unlink()
+    with pytest.raises(FileNotFoundError, match="not a finished precompute output"):
+        read_manifest(copy)
