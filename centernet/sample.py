@@ -71,7 +71,7 @@ def make_sample(
     (normalised) and "affine" float32 ``[2, 3]`` mapping output-map pixels to original pixels.
     """
     h0, w0 = image_bgr.shape[:2]
-    center, scale = letterbox_params((h0, w0))
+    center, scale = letterbox_params((h0, w0), config.input_size)
     flipped = False
     if rng is not None:
         scale *= float(rng.choice(np.arange(config.scale_range[0], config.scale_range[1], 0.1)))

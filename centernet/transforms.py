@@ -61,10 +61,21 @@ def get_affine_transform(
     return cv2.getAffineTransform(src, dst)
 
 
-def letterbox_params(image_hw: tuple[int, int]) -> tuple[np.ndarray, float]:
-    """(center, scale) of the official test-time letterbox: image center, longer side."""
+def letterbox_params(
+    image_hw: tuple[int, int], input_hw: tuple[int, int] | None = None
+) -> tuple[np.ndarray, float]:
+    """(center, scale) of the test-time letterbox: the image center and the side that fits.
+
+    For a square input (or ``input_hw=None``) this is the official longer side. For a non-square
+    input the scale also makes the image's height fit (the official code, which only ever used
+    square inputs here, would crop it).
+    """
     h, w = image_hw
-    return np.array([w / 2.0, h / 2.0], dtype=np.float32), float(max(h, w))
+    scale = float(max(h, w))
+    if input_hw is not None:
+        in_h, in_w = input_hw
+        scale = float(max(w, h * in_w / in_h))
+    return np.array([w / 2.0, h / 2.0], dtype=np.float32), scale
 
 
 def warp_image(image: np.ndarray, trans: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:

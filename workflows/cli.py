@@ -16,6 +16,8 @@ import typer
 COMMANDS: dict[str, str] = {
     "demo": "demo",
     "precompute": "precompute",
+    "train": "train",
+    "submit": "submit",
 }
 
 
@@ -28,6 +30,10 @@ def build_app() -> typer.Typer:
         add_completion=False,
         pretty_exceptions_enable=False,
     )
+    @app.callback()
+    def _group() -> None:  # keeps `centernet <command>` a command group even with one command
+        pass
+
     for name, module in COMMANDS.items():
         mod = import_module(f"workflows.commands.{module}")
         app.command(name, help=mod.__doc__, epilog=getattr(mod, "EXAMPLES", None))(mod.command)

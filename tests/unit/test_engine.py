@@ -1,0 +1,95 @@
+"""The plain-PyTorch step/epoch functions, the non-finite guard, the schedule and checkpoints."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from centernet.checkpoint import load_checkpoint_file, restore_training_state, save_checkpoint
+from centernet.engine import make_optimizer, make_scheduler, scaled_lr, train_epoch, train_step
+from centernet.losses import DEFAULT_LOSS_WEIGHTS, CenterNetLoss
+from centernet.sample import SampleConfig, make_sample
+from centernet.synthetic import render_image
+
+
+def _batch(n: int = 4, size: int = 64, seed: int = 0) -> dict[str, torch.Tensor]:
+    rng = np.random.default_rng(seed)
+    samples = []
+    for _ in range(n):
+        image, objects = render_image(rng, size, size, 3, 2, (10, 24))
+        boxes = np.array([b for b, _ in objects], np.float32)
+        classes = np.array([c for _, c in objects])
+        samples.append(make_sample(image, boxes, classes, 2, SampleConfig(input_size=(size, size))))
+    return {k: torch.from_numpy(np.stack([s[k] for s in samples])) for k in samples[0]}
+
+
+def test_loss_falls_when_overfitting_one_batch():
+    from centernet.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("resnet18", 2)
+    optimizer = make_optimizer(model, 1e-3)
+    batch = _batch()
+    losses = [train_step(model, batch, criterion=CenterNetLoss(), optimizer=optimizer,
+                         weights=DEFAULT_LOSS_WEIGHTS).total for _ in range(25)]
+    assert all(math.isfinite(v) for v in losses)
+    assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:3])
+
+
+def test_non_finite_step_is_skipped_and_weights_untouched():
+    from centernet.models import build_model
+
+    model = build_model("resnet18", 2)
+    optimizer = make_optimizer(model, 1e-3)
+    batch = _batch(2)
+    batch["image"][0, 0, 0, 0] = float("nan")
+    before = {k: v.clone() for k, v in model.state_dict().items() if v.dtype.is_floating_point}
+    result = train_step(model, batch, criterion=CenterNetLoss(), optimizer=optimizer, weights=DEFAULT_LOSS_WEIGHTS)
+    assert result.skipped
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if "running" not in k and "num_batches" not in k)
+
+    epoch = train_epoch(model, [batch, _batch(2, seed=1)], criterion=CenterNetLoss(), optimizer=optimizer,
+                        weights=DEFAULT_LOSS_WEIGHTS, device="cpu")
+    assert epoch.steps == 2 and epoch.skipped_steps == 1 and epoch.images == 4
+    assert math.isfinite(epoch.mean_losses["total"]) and 0 <= epoch.data_wait_share < 1
+
+
+def test_official_schedule_and_lr_scaling():
+    assert scaled_lr(32) == pytest.approx(1.25e-4)
+    assert scaled_lr(128) == pytest.approx(5e-4)
+    opt = make_optimizer(torch.nn.Linear(1, 1), 1.0)
+    sched = make_scheduler(opt, (2, 4))
+    lrs = []
+    for _ in range(5):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([1.0, 1.0, 0.1, 0.1, 0.01])
+
+
+def test_checkpoint_round_trip_is_atomic_and_weights_only(tmp_path):
+    from centernet.models import build_model
+
+    model = build_model("resnet18", 2)
+    opt = make_optimizer(model, 1e-3)
+    sched = make_scheduler(opt, (5,))
+    train_step(model, _batch(2), criterion=CenterNetLoss(), optimizer=opt, weights=DEFAULT_LOSS_WEIGHTS)
+    path = save_checkpoint(tmp_path / "ckpt" / "model.pt", model, optimizer=opt, scheduler=sched, epoch=7,
+                           extra={"arch": "resnet18", "classes": {"category_ids": [1, 2]}})
+    assert [p.name for p in path.parent.iterdir()] == ["model.pt"]  # no temporary left behind
+    ckpt = load_checkpoint_file(path)
+    other = build_model("resnet18", 2)
+    opt2 = make_optimizer(other, 1e-3)
+    sched2 = make_scheduler(opt2, (5,))
+    assert restore_training_state(ckpt, other, opt2, sched2) == 7
+    x = torch.randn(1, 3, 64, 64)
+    model.eval(), other.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x)["hm"], other(x)["hm"])
+    assert ckpt["extra"]["arch"] == "resnet18"
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint_file(tmp_path / "missing.pt")

@@ -1,0 +1,145 @@
+"""Gaussian radius, drawing and the ctdet encoding, against hand-checked numbers and the official loop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from official_reference import official_encode, official_gaussian_radius, random_coco_like_boxes
+
+from centernet.targets import draw_gaussian, encode, gaussian_kernel, gaussian_radius
+
+HAND_CHECKED = {  # (height, width): (official, corrected) at IoU 0.7
+    (10, 10): (2.7332, 0.8167),
+    (50, 50): (13.6660, 4.0835),
+    (100, 100): (27.3320, 8.1670),
+    (20, 40): (7.3559, 2.1548),
+}
+
+
+@pytest.mark.parametrize("size", list(HAND_CHECKED))
+def test_gaussian_radius_hand_checked(size):
+    official, corrected = HAND_CHECKED[size]
+    assert gaussian_radius(*size) == pytest.approx(official, abs=5e-5)
+    assert gaussian_radius(*size, variant="official") == pytest.approx(official, abs=5e-5)
+    assert gaussian_radius(*size, variant="corrected") == pytest.approx(corrected, abs=5e-5)
+
+
+def test_gaussian_radius_official_matches_official_code_and_is_about_3x_exact():
+    rng = np.random.default_rng(0)
+    for h, w in rng.uniform(1, 300, size=(50, 2)):
+        assert gaussian_radius(h, w) == pytest.approx(official_gaussian_radius((h, w)), rel=1e-12)
+    ratio = gaussian_radius(100, 100) / gaussian_radius(100, 100, variant="corrected")
+    assert 3.0 < ratio < 3.6
+
+
+def test_gaussian_radius_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="variant"):
+        gaussian_radius(10, 10, variant="exact")
+    with pytest.raises(ValueError, match="min_overlap"):
+        gaussian_radius(10, 10, min_overlap=1.5)
+
+
+def test_gaussian_kernel_hand_checked():
+    k = gaussian_kernel(1)  # sigma = 3/6 = 0.5 -> exp(-d^2 / 0.5)
+    assert k.shape == (3, 3)
+    assert k[1, 1] == 1.0
+    assert k[0, 1] == pytest.approx(np.exp(-2.0))
+    assert k[0, 0] == pytest.approx(np.exp(-4.0))
+
+
+def test_draw_gaussian_peak_max_and_border():
+    hm = np.zeros((8, 8), np.float32)
+    draw_gaussian(hm, (0, 0), 2)  # clipped at the corner
+    assert hm[0, 0] == 1.0
+    assert hm[0, 1] == pytest.approx(np.exp(-1 / (2 * (5 / 6) ** 2)), rel=1e-6)
+    assert hm[3:, :].max() == 0 and hm[:, 3:].max() == 0
+    before = hm.copy()
+    draw_gaussian(hm, (1, 0), 2)  # element-wise max, never a sum
+    assert hm.max() == 1.0
+    assert np.all(hm >= before)
+
+
+def test_seed_example_center_offset():
+    # a ground-truth center at (211, 385) in the 512 input -> output pixel (52, 96), offset (0.75, 0.25)
+    box_input = np.array([[201.0, 375.0, 221.0, 395.0]])
+    t = encode(box_input / 4, np.array([0]), 1, (128, 128))
+    assert t["mask"][0] == 1 and t["mask"][1:].sum() == 0
+    assert t["ind"][0] == 96 * 128 + 52
+    np.testing.assert_allclose(t["reg"][0], [0.75, 0.25])
+    np.testing.assert_allclose(t["wh"][0], [5.0, 5.0])
+    assert t["hm"][0, 96, 52] == 1.0
+
+
+def test_peaks_are_exactly_one_and_only_at_centers():
+    rng = np.random.default_rng(1)
+    boxes, classes = random_coco_like_boxes(rng, 30, (64, 64), num_classes=5)
+    t, stats = encode(boxes, classes, 5, (64, 64), return_stats=True)
+    ones = np.argwhere(t["hm"] == 1.0)  # [M, 3] (c, y, x)
+    centers = {(int(c), int(i) // 64, int(i) % 64) for c, i, m in zip(classes, t["ind"], t["mask"]) if m}
+    assert {tuple(map(int, o)) for o in ones} == centers
+    assert len(centers) == int(t["mask"].sum()) - stats.collisions
+    assert t["hm"].dtype == np.float32 and t["hm"].max() <= 1.0
+
+
+def test_overlapping_same_class_objects_keep_elementwise_max():
+    a = np.array([[10.0, 10.0, 30.0, 30.0]])
+    b = np.array([[16.0, 14.0, 40.0, 34.0]])
+    both = encode(np.concatenate([a, b]), np.array([2, 2]), 3, (48, 48))["hm"]
+    only_a = encode(a, np.array([2]), 3, (48, 48))["hm"]
+    only_b = encode(b, np.array([2]), 3, (48, 48))["hm"]
+    np.testing.assert_array_equal(both, np.maximum(only_a, only_b))
+    assert both[:2].max() == 0
+
+
+def test_boxes_are_clipped_to_the_map():
+    t = encode(np.array([[-10.0, -6.0, 10.0, 20.0]]), np.array([0]), 1, (32, 32))
+    np.testing.assert_allclose(t["wh"][0], [10.0, 20.0])  # x1 -> 0, y1 -> 0
+    assert t["ind"][0] == 10 * 32 + 5
+    t = encode(np.array([[20.0, 20.0, 50.0, 40.0]]), np.array([0]), 1, (32, 32))
+    np.testing.assert_allclose(t["wh"][0], [11.0, 11.0])  # x2, y2 -> 31
+
+
+def test_degenerate_boxes_get_no_target_and_are_counted():
+    boxes = np.array([[5, 5, 5, 9], [4, 4, 8, 8], [9, 9, 3, 12], [np.nan, 1, 2, 3], [40, 40, 50, 50]], float)
+    t, stats = encode(boxes, np.zeros(5, int), 1, (32, 32), return_stats=True)
+    np.testing.assert_array_equal(t["mask"][:5], [0, 1, 0, 0, 0])  # the last lies wholly outside
+    assert stats.degenerate == 4
+    assert t["hm"].max() == 1.0 and (t["hm"] == 1.0).sum() == 1
+
+
+def test_more_than_max_objs_are_truncated_and_counted():
+    boxes = np.array([[i, i, i + 3.0, i + 3.0] for i in range(10)], np.float32)
+    t, stats = encode(boxes, np.zeros(10, int), 1, (32, 32), max_objs=4, return_stats=True)
+    assert t["mask"].shape == (4,) and t["mask"].sum() == 4
+    assert stats.truncated == 6
+
+
+def test_center_collisions_are_counted():
+    boxes = np.array([[10, 10, 20, 20], [10.5, 10.5, 19.5, 19.5], [10, 10, 20, 20]], np.float32)
+    _, stats = encode(boxes, np.array([0, 0, 1]), 2, (32, 32), return_stats=True)
+    assert stats.collisions == 1  # the third has another class
+
+
+@pytest.mark.parametrize("variant_seed", range(5))
+def test_encode_equals_official_per_object_loop(variant_seed):
+    rng = np.random.default_rng(variant_seed)
+    boxes, classes = random_coco_like_boxes(rng, int(rng.integers(0, 140)), (128, 128))
+    ours = encode(boxes, classes, 80, (128, 128))
+    ref = official_encode(boxes, classes, 80, (128, 128))
+    for key in ("hm", "wh", "reg", "ind", "mask"):
+        assert ours[key].dtype == ref[key].dtype, key
+        np.testing.assert_array_equal(ours[key], ref[key], err_msg=key)
+
+
+def test_encode_non_square_map_and_corrected_variant_is_smaller():
+    boxes = np.array([[4.0, 4.0, 30.0, 20.0]])
+    off = encode(boxes, np.array([0]), 1, (24, 40))
+    cor = encode(boxes, np.array([0]), 1, (24, 40), radius_variant="corrected")
+    assert off["hm"].shape == (1, 24, 40)
+    assert off["ind"][0] == 12 * 40 + 17
+    assert (cor["hm"] > 0).sum() < (off["hm"] > 0).sum()
+
+
+def test_encode_rejects_bad_classes():
+    with pytest.raises(ValueError, match="classes"):
+        encode(np.array([[1, 1, 4, 4]]), np.array([3]), 3, (8, 8))
