@@ -370,6 +370,11 @@ class _ProgressBoard:
         return {"progress": dict(self.progress), "workers": dict(self.workers), "attempts": self.attempts}
 
 
+def progress_actor_name(run: str) -> str:
+    """The name of the progress actor of run ``run`` (tests and tools can look it up)."""
+    return f"centernet-progress-{run}"
+
+
 def progress_board(name: str):
     """Create the named progress actor of a job (0 CPUs, owned by the driver)."""
     import ray
@@ -739,8 +744,6 @@ def _show_progress(board: Any, cfg: TrainConfig, stop: threading.Event, interval
 def run_training(cfg: TrainConfig, *, address: str | None = None, show_progress: bool = True) -> TrainOutcome:
     """Run a training job end to end (see the module docstring); resumes when ``<storage>/<name>``
     already holds a run. Raises ``ray.train.TrainingFailedError`` when it fails for good."""
-    import uuid
-
     import ray
 
     from workflows.ray_runtime import ray_session, worker_env_vars
@@ -766,7 +769,7 @@ def run_training(cfg: TrainConfig, *, address: str | None = None, show_progress:
     _write_meta(run_dir, {"mlflow_run_id": run_id, "tracking_uri": tracking_uri, "config": cfg.to_dict()})
 
     with ray_session(address, env_vars=env_vars):
-        board_name = f"centernet-progress-{uuid.uuid4().hex[:8]}"
+        board_name = progress_actor_name(name)
         board = progress_board(board_name)
         trainer = build_trainer(cfg, tracking_uri=tracking_uri, mlflow_run_id=run_id,
                                 progress_actor=board_name, env_vars=env_vars)
