@@ -12,6 +12,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from centernet.models.dcn import dcn3x3
 from centernet.models.heads import add_heads, run_heads
 from centernet.models.registry import register_model
 
@@ -165,3 +166,17 @@ def resnet18(num_classes: int, *, head_conv: int) -> nn.Module:
     """ResNet-18 with plain 3x3 convs before the up-convolutions (no DCN)."""
     block, layers = RESNET_LAYERS[18]
     return ResNetCenterNet(block, layers, num_classes, head_conv)
+
+
+@register_model("resdcn18", head_conv=64)
+def resdcn18(num_classes: int, *, head_conv: int) -> nn.Module:
+    """ResNet-18 with a 3x3 DCN before each up-convolution (official ``resnet_dcn``, ``--arch resdcn_18``)."""
+    block, layers = RESNET_LAYERS[18]
+    return ResNetCenterNet(block, layers, num_classes, head_conv, conv_factory=dcn3x3)
+
+
+@register_model("resdcn101", head_conv=64)
+def resdcn101(num_classes: int, *, head_conv: int) -> nn.Module:
+    """ResNet-101 with DCN up-convolutions (official ``resnet_dcn``, ``--arch resdcn_101``)."""
+    block, layers = RESNET_LAYERS[101]
+    return ResNetCenterNet(block, layers, num_classes, head_conv, conv_factory=dcn3x3)
