@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import cv2
 import numpy as np
 
 from centernet.transforms import (
@@ -70,13 +71,13 @@ def letterbox_view(
         center[1] = rng.integers(low=hb, high=max(hb + 1, h0 - hb))
         if rng.random() < settings.flip_prob:
             flipped = True
-            image_bgr = image_bgr[:, ::-1, :]
+            image_bgr = cv2.flip(image_bgr, 1)  # horizontal mirror
             center[0] = w0 - center[0] - 1
             boxes = flip_boxes_horizontal(boxes, w0)
     size_in, size_out = settings.input_size, settings.output_size
     trans_in = get_affine_transform(center, scale, 0, (size_in, size_in))
     trans_out = get_affine_transform(center, scale, 0, (size_out, size_out))
-    image = warp_image(np.ascontiguousarray(image_bgr), trans_in, (size_in, size_in))
+    image = warp_image(image_bgr, trans_in, (size_in, size_in))
     out_boxes = transform_boxes(boxes, trans_out).astype(np.float32)  # [N, 4]
     back = get_affine_transform(center, scale, 0, (size_out, size_out), inv=True)  # [2, 3]
     if flipped:  # x_original = W0 - 1 - x_flipped
@@ -101,8 +102,8 @@ class ColorAugmenter:
         out = image_bgr
         if self.jitter is not None:
             self.jitter.set_random_seed(int(rng.integers(0, 2**31 - 1)))
-            rgb = np.ascontiguousarray(out[:, :, ::-1])  # albumentations' saturation assumes RGB
-            out = np.ascontiguousarray(self.jitter(image=rgb)["image"][:, :, ::-1])
+            rgb = cv2.cvtColor(out, cv2.COLOR_BGR2RGB)  # albumentations' saturation assumes RGB
+            out = cv2.cvtColor(np.ascontiguousarray(self.jitter(image=rgb)["image"]), cv2.COLOR_RGB2BGR)
         if self.lighting_std > 0:
             alpha = rng.normal(scale=self.lighting_std, size=(3,)).astype(np.float32)
             shift = (EIG_VEC @ (EIG_VAL * alpha)) * 255.0  # [3] per BGR channel

@@ -65,6 +65,7 @@ class PrecomputeResult:
     manifest: dict[str, Any]
     shards_written: int
     shards_skipped: int
+    task_cpu_seconds: float = 0.0  # CPU time the chunk tasks of this run used, summed
 
 
 def _chunk_key(settings_hash: str, index: int, entries: list[ImageEntry], images_dir: str) -> str:
@@ -109,9 +110,12 @@ def process_chunk(index: int, entries: list[ImageEntry], images_dir: str, catego
 
     Returns the shard's manifest entry plus its validation counts and target statistics.
     """
+    import time
+
     import cv2
 
     cv2.setNumThreads(1)  # one core per task; Ray schedules the parallelism
+    cpu0 = time.process_time()
     settings = PrecomputeSettings.from_dict(settings_dict)
     cats = CategoryMap.from_dict(categories)
     size_out = settings.output_size
@@ -150,7 +154,7 @@ def process_chunk(index: int, entries: list[ImageEntry], images_dir: str, catego
     data = encode_rows(rows, meta)
     fs, out = resolve(out_uri)
     atomic_write_bytes(fs, join(out, name), data)
-    return _shard_entry(name, meta, sha256(data), len(data))
+    return {**_shard_entry(name, meta, sha256(data), len(data)), "cpu_seconds": time.process_time() - cpu0}
 
 
 def _shard_entry(name: str, meta: dict[str, Any], checksum: str, nbytes: int) -> dict[str, Any]:
@@ -308,8 +312,9 @@ def precompute(
         counts.update(s["counts"])
     check_counts(counts, str(annotations))
     stats = merge_stats([s["stats"] for s in shards])
-    atomic_write_bytes(fs, join(out_path, STATS_PNG_NAME),
-                       plot_stats(stats, title=f"{annotations.name}: {summary_line(stats)}"))
+    png = join(out_path, STATS_PNG_NAME)
+    if todo or not previous or not exists(fs, png):  # a no-op rerun keeps the identical picture
+        atomic_write_bytes(fs, png, plot_stats(stats, title=f"{annotations.name}: {summary_line(stats)}"))
     manifest = {
         "schema_version": SCHEMA_VERSION,
         "settings_hash": settings_hash,
@@ -334,4 +339,5 @@ def precompute(
         "stats_png": STATS_PNG_NAME,
     }
     write_json(fs, manifest_path, manifest)
-    return PrecomputeResult(out_uri, manifest, written, len(chunks) - len(todo))
+    cpu = sum(s.get("cpu_seconds", 0.0) for s in shards)
+    return PrecomputeResult(out_uri, manifest, written, len(chunks) - len(todo), cpu)

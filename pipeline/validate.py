@@ -223,7 +223,9 @@ def decode_image(path: str | Path) -> tuple[np.ndarray, list[str]]:
         raise ImageRejected(f"image file is unreadable or truncated ({type(exc).__name__}: {exc})") from None
     if rgb.ndim != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
         raise ImageRejected(f"image has no pixels (shape {rgb.shape})")
-    return np.ascontiguousarray(rgb[:, :, ::-1]), repairs
+    import cv2
+
+    return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR), repairs
 
 
 @dataclass
