@@ -120,6 +120,74 @@ class EncodeStats:
     radii: np.ndarray
 
 
+@dataclass(frozen=True)
+class _EncodedObjects:
+    """The per-object part of the encoding (everything but the heatmap)."""
+
+    wh: np.ndarray  # [K, 2] float32
+    reg: np.ndarray  # [K, 2] float32
+    ind: np.ndarray  # [K] int64
+    mask: np.ndarray  # [K] uint8
+    classes: np.ndarray  # [M] int64, the drawn objects (in slot order)
+    centers: np.ndarray  # [M, 2] int32 (x, y)
+    radii: np.ndarray  # [M] int64
+    truncated: int
+    degenerate: int
+
+    def stats(self, out_h: int, out_w: int) -> EncodeStats:
+        keys = self.classes * (out_h * out_w) + self.ind[self.mask.astype(bool)]
+        return EncodeStats(truncated=self.truncated, degenerate=self.degenerate,
+                           collisions=int(len(keys) - len(np.unique(keys))), radii=self.radii)
+
+
+def _encode_objects(
+    boxes: np.ndarray,
+    classes: np.ndarray,
+    num_classes: int,
+    output_size: tuple[int, int],
+    max_objs: int,
+    min_overlap: float,
+    radius_variant: str,
+) -> _EncodedObjects:
+    out_h, out_w = int(output_size[0]), int(output_size[1])
+    if out_h <= 0 or out_w <= 0:
+        raise ValueError(f"output_size must be positive (H, W), got {output_size!r}")
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    classes = np.asarray(classes).reshape(-1)
+    if len(classes) != len(boxes):
+        raise ValueError(f"boxes has {len(boxes)} rows but classes has {len(classes)}")
+    if len(classes) and (classes.min() < 0 or classes.max() >= num_classes):
+        raise ValueError(
+            f"classes must lie in 0..{num_classes - 1}, got values {classes.min()}..{classes.max()}"
+        )
+    wh = np.zeros((max_objs, 2), dtype=np.float32)
+    reg = np.zeros((max_objs, 2), dtype=np.float32)
+    ind = np.zeros((max_objs,), dtype=np.int64)
+    mask = np.zeros((max_objs,), dtype=np.uint8)
+
+    n = min(len(boxes), max_objs)
+    b = boxes[:n].copy()  # [n, 4] float32, as the official per-object float32 bbox
+    cls = classes[:n].astype(np.int64)
+    b[:, [0, 2]] = np.clip(b[:, [0, 2]], 0, out_w - 1)
+    b[:, [1, 3]] = np.clip(b[:, [1, 3]], 0, out_h - 1)
+    h = b[:, 3] - b[:, 1]  # [n] float32
+    w = b[:, 2] - b[:, 0]
+    slots = np.flatnonzero((h > 0) & (w > 0))  # [M]; NaN boxes compare False and are skipped too
+
+    radii = gaussian_radii(np.ceil(h[slots]), np.ceil(w[slots]), min_overlap, radius_variant)
+    radii = np.maximum(0, radii.astype(np.int64))  # int() truncates toward zero, as official
+    ct = np.stack([(b[slots, 0] + b[slots, 2]) / 2, (b[slots, 1] + b[slots, 3]) / 2], axis=1)
+    ct_int = ct.astype(np.int32)  # [M, 2] (x, y)
+
+    wh[slots, 0] = w[slots]
+    wh[slots, 1] = h[slots]
+    ind[slots] = ct_int[:, 1].astype(np.int64) * out_w + ct_int[:, 0]
+    reg[slots] = ct - ct_int
+    mask[slots] = 1
+    return _EncodedObjects(wh, reg, ind, mask, cls[slots], ct_int, radii,
+                           truncated=len(boxes) - n, degenerate=int(n - len(slots)))
+
+
 def encode(
     boxes: np.ndarray,
     classes: np.ndarray,
@@ -145,61 +213,67 @@ def encode(
         ``"hm"`` ``[C, H, W]`` float32, ``"wh"`` ``[K, 2]`` float32 (w, h), ``"reg"`` ``[K, 2]`` float32
         (center - int(center)), ``"ind"`` ``[K]`` int64 (y * W + x), ``"mask"`` ``[K]`` uint8.
     """
+    objs = _encode_objects(boxes, classes, num_classes, output_size, max_objs, min_overlap, radius_variant)
     out_h, out_w = int(output_size[0]), int(output_size[1])
-    if out_h <= 0 or out_w <= 0:
-        raise ValueError(f"output_size must be positive (H, W), got {output_size!r}")
-    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-    classes = np.asarray(classes).reshape(-1)
-    if len(classes) != len(boxes):
-        raise ValueError(f"boxes has {len(boxes)} rows but classes has {len(classes)}")
-    if len(classes) and (classes.min() < 0 or classes.max() >= num_classes):
-        raise ValueError(
-            f"classes must lie in 0..{num_classes - 1}, got values {classes.min()}..{classes.max()}"
-        )
-
     hm = np.zeros((num_classes, out_h, out_w), dtype=np.float32)
-    wh = np.zeros((max_objs, 2), dtype=np.float32)
-    reg = np.zeros((max_objs, 2), dtype=np.float32)
-    ind = np.zeros((max_objs,), dtype=np.int64)
-    mask = np.zeros((max_objs,), dtype=np.uint8)
-
-    n = min(len(boxes), max_objs)
-    truncated = len(boxes) - n
-    b = boxes[:n].copy()  # [n, 4] float32, as the official per-object float32 bbox
-    cls = classes[:n].astype(np.int64)
-    b[:, [0, 2]] = np.clip(b[:, [0, 2]], 0, out_w - 1)
-    b[:, [1, 3]] = np.clip(b[:, [1, 3]], 0, out_h - 1)
-    h = b[:, 3] - b[:, 1]  # [n] float32
-    w = b[:, 2] - b[:, 0]
-    valid = (h > 0) & (w > 0)  # NaN boxes compare False and are skipped too
-    slots = np.flatnonzero(valid)  # [M]
-
-    radii = gaussian_radii(np.ceil(h[slots]), np.ceil(w[slots]), min_overlap, radius_variant)
-    radii = np.maximum(0, radii.astype(np.int64))  # int() truncates toward zero, as official
-    ct = np.stack([(b[slots, 0] + b[slots, 2]) / 2, (b[slots, 1] + b[slots, 3]) / 2], axis=1)
-    ct_int = ct.astype(np.int32)  # [M, 2] (x, y)
-
-    wh[slots, 0] = w[slots]
-    wh[slots, 1] = h[slots]
-    ind[slots] = ct_int[:, 1].astype(np.int64) * out_w + ct_int[:, 0]
-    reg[slots] = ct - ct_int
-    mask[slots] = 1
-
-    for c, (x, y), r in zip(cls[slots], ct_int, radii):
+    for c, (x, y), r in zip(objs.classes, objs.centers, objs.radii):
         draw_gaussian(hm[c], (int(x), int(y)), int(r))
+    targets = {"hm": hm, "wh": objs.wh, "reg": objs.reg, "ind": objs.ind, "mask": objs.mask}
+    return (targets, objs.stats(out_h, out_w)) if return_stats else targets
 
-    targets = {"hm": hm, "wh": wh, "reg": reg, "ind": ind, "mask": mask}
-    if not return_stats:
-        return targets
-    keys = cls[slots] * (out_h * out_w) + ind[slots]
-    collisions = len(keys) - len(np.unique(keys))
-    stats = EncodeStats(
-        truncated=int(truncated),
-        degenerate=int(n - len(slots)),
-        collisions=int(collisions),
-        radii=radii.astype(np.int64),
-    )
-    return targets, stats
+
+def encode_sparse(
+    boxes: np.ndarray,
+    classes: np.ndarray,
+    num_classes: int,
+    output_size: tuple[int, int],
+    max_objs: int = 128,
+    min_overlap: float = 0.7,
+    radius_variant: str = "official",
+    return_stats: bool = False,
+) -> dict[str, np.ndarray] | tuple[dict[str, np.ndarray], EncodeStats]:
+    """:func:`encode` with the heatmap as its nonzero pixels, never allocating the dense ``[C, H, W]``.
+
+    Returns ``"hm_index"`` ``[P]`` int64 (flat C-order index into ``[C, H, W]``, ascending) and
+    ``"hm_value"`` ``[P]`` float32 in place of ``"hm"``; :func:`render_heatmap` gives back exactly the
+    dense map of :func:`encode`. The rest is identical.
+    """
+    objs = _encode_objects(boxes, classes, num_classes, output_size, max_objs, min_overlap, radius_variant)
+    out_h, out_w = int(output_size[0]), int(output_size[1])
+    indices, values = [], []
+    for c, (x, y), r in zip(objs.classes, objs.centers, objs.radii):
+        r = int(r)
+        x, y = int(x), int(y)
+        left, right = min(x, r), min(out_w - x, r + 1)
+        top, bottom = min(y, r), min(out_h - y, r + 1)
+        patch = gaussian_kernel(r)[r - top : r + bottom, r - left : r + right]  # [h, w]
+        rows = np.arange(y - top, y + bottom) + int(c) * out_h  # [h]
+        cols = np.arange(x - left, x + right)  # [w]
+        indices.append((rows[:, None] * out_w + cols[None, :]).ravel())
+        values.append(patch.astype(np.float32).ravel())
+    if indices:
+        idx = np.concatenate(indices)
+        val = np.concatenate(values)
+        order = np.argsort(idx, kind="stable")
+        idx, val = idx[order], val[order]
+        starts = np.flatnonzero(np.r_[True, idx[1:] != idx[:-1]])
+        idx, val = idx[starts], np.maximum.reduceat(val, starts)  # element-wise max per pixel
+        keep = val > 0
+        idx, val = idx[keep], val[keep]
+    else:
+        idx, val = np.zeros(0, np.int64), np.zeros(0, np.float32)
+    targets = {"hm_index": idx.astype(np.int64), "hm_value": val.astype(np.float32), "wh": objs.wh,
+               "reg": objs.reg, "ind": objs.ind, "mask": objs.mask}
+    return (targets, objs.stats(out_h, out_w)) if return_stats else targets
+
+
+def render_heatmap(
+    hm_index: np.ndarray, hm_value: np.ndarray, num_classes: int, output_size: tuple[int, int]
+) -> np.ndarray:
+    """Dense ``[C, H, W]`` float32 heatmap from its sparse form (flat C-order index, value)."""
+    hm = np.zeros(num_classes * int(output_size[0]) * int(output_size[1]), dtype=np.float32)
+    hm[np.asarray(hm_index, dtype=np.int64)] = hm_value
+    return hm.reshape(num_classes, int(output_size[0]), int(output_size[1]))
 
 
 def output_size_for(input_size: tuple[int, int], down_ratio: int = 4) -> tuple[int, int]:

@@ -143,3 +143,27 @@ def test_encode_non_square_map_and_corrected_variant_is_smaller():
 def test_encode_rejects_bad_classes():
     with pytest.raises(ValueError, match="classes"):
         encode(np.array([[1, 1, 4, 4]]), np.array([3]), 3, (8, 8))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_encode_sparse_renders_to_exactly_the_dense_encoding(seed):
+    from centernet.targets import encode_sparse, render_heatmap
+
+    rng = np.random.default_rng(100 + seed)
+    boxes, classes = random_coco_like_boxes(rng, int(rng.integers(0, 60)), (96, 128), num_classes=7)
+    dense, dstats = encode(boxes, classes, 7, (96, 128), return_stats=True)
+    sparse, sstats = encode_sparse(boxes, classes, 7, (96, 128), return_stats=True)
+    np.testing.assert_array_equal(render_heatmap(sparse["hm_index"], sparse["hm_value"], 7, (96, 128)), dense["hm"])
+    assert np.all(np.diff(sparse["hm_index"]) > 0) and np.all(sparse["hm_value"] > 0)
+    assert len(sparse["hm_index"]) == np.count_nonzero(dense["hm"])
+    for key in ("wh", "reg", "ind", "mask"):
+        np.testing.assert_array_equal(sparse[key], dense[key])
+    assert (sstats.truncated, sstats.degenerate, sstats.collisions) == \
+        (dstats.truncated, dstats.degenerate, dstats.collisions)
+
+
+def test_encode_sparse_empty():
+    from centernet.targets import encode_sparse
+
+    t = encode_sparse(np.zeros((0, 4)), np.zeros(0, int), 3, (8, 8))
+    assert t["hm_index"].shape == (0,) and t["hm_value"].dtype == np.float32 and t["mask"].sum() == 0
