@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--input-size", type=int, default=512)
     args = parser.parse_args()
     settings = PrecomputeSettings(input_size=args.input_size, views=1)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             ds = make_synthetic_coco(Path(tmp) / "data", args.images, seed=0, image_size=(320, 640),

@@ -269,7 +269,7 @@ def precompute(
 
     started_ray = False
     if todo and not ray.is_initialized():
-        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False)
         started_ray = True
     written = 0
     try:
@@ -298,6 +298,8 @@ def precompute(
             except BaseException:
                 for ref in pending:
                     ray.cancel(ref, force=True)
+                if pending:  # return only once nothing of this run is still writing
+                    ray.wait(list(pending), num_returns=len(pending), timeout=30)
                 raise
             finally:
                 bar.close()

@@ -30,7 +30,7 @@ VAL = PrecomputeSettings(input_size=128, augment=False, views=1, radius_variant=
 def shards(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("shards")
     ds = make_synthetic_coco(root / "data", 23, seed=5, image_size=(96, 200), category_ids=(3, 7, 11))
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         precompute(ds.images_dir, ds.annotations, root / "train", TRAIN, chunk_size=5, progress=False)
         precompute(ds.images_dir, ds.annotations, root / "val", VAL, chunk_size=8, progress=False)

@@ -19,7 +19,7 @@ OUTPUTS = ("manifest.json", "rejects.jsonl", "annotations.clean.json", "stats.pn
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_local():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 

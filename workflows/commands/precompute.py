@@ -68,7 +68,7 @@ def command(
             modules = [str(Path(m.__file__).parent) for m in (centernet, pipeline)]
             ray.init(address=address, runtime_env={"py_modules": modules})
         else:
-            ray.init(num_cpus=workers, include_dashboard=False)
+            ray.init(address="local", num_cpus=workers, include_dashboard=False)
         started = True
     try:
         result = precompute(images, annotations, out, settings, chunk_size=chunk_size,
