@@ -139,20 +139,20 @@ def deform_conv2d_torch(
     xs = (torch.arange(w_out, device=device, dtype=dtype) * stride_w - pad_w)[None, :]  # [1, Wo]
     ky = (torch.arange(kh, device=device, dtype=dtype) * dil_h).repeat_interleave(kw)  # [K]
     kx = (torch.arange(kw, device=device, dtype=dtype) * dil_w).repeat(kh)  # [K]
-    off = offset.view(b, n_off, k, 2, h_out, w_out)  # [B, G, K, (dy, dx), Ho, Wo]
+    off = offset.reshape(b, n_off, k, 2, h_out, w_out)  # [B, G, K, (dy, dx), Ho, Wo]
     y = ys + ky[:, None, None] + off[:, :, :, 0]  # [B, G, K, Ho, Wo]
     x = xs + kx[:, None, None] + off[:, :, :, 1]  # [B, G, K, Ho, Wo]
 
     # grid_sample, bilinear, zeros padding, align_corners=False: pixel p <-> (2p + 1)/size - 1.
     # Its corner rule (corners outside the image contribute 0) is torchvision's.
     grid = torch.stack(((2 * x + 1) / w - 1, (2 * y + 1) / h - 1), dim=-1)  # [B, G, K, Ho, Wo, 2]
-    grid = grid.view(b * n_off, k * h_out, w_out, 2)
+    grid = grid.reshape(b * n_off, k * h_out, w_out, 2).to(dtype)
     feats = input.reshape(b * n_off, c_in // n_off, h, w)  # [B*G, C/G, H, W]
     cols = F.grid_sample(feats, grid, mode="bilinear", padding_mode="zeros",
                          align_corners=False)  # [B*G, C/G, K*Ho, Wo]
     cols = cols.view(b, n_off, c_in // n_off, k, h_out * w_out)
     if mask is not None:
-        cols = cols * mask.view(b, n_off, 1, k, h_out * w_out)
+        cols = cols * mask.reshape(b, n_off, 1, k, h_out * w_out).to(cols.dtype)
     cols = cols.reshape(b, groups, c_per_group * k, h_out * w_out)  # [B, g, C/g*K, L]
     out = torch.matmul(weight.reshape(groups, c_out // groups, c_per_group * k), cols)  # [B, g, O/g, L]
     out = out.reshape(b, c_out, h_out, w_out)

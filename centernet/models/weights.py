@@ -110,20 +110,22 @@ def load_checkpoint(
     """Load a full CenterNet checkpoint (official or ours) into ``model``.
 
     Args:
-        model: the detector, built with the number of classes wanted now.
+        model: the detector, built with the number of classes wanted now (DDP/DataParallel
+            wrappers are unwrapped).
         path: ``{"epoch", "state_dict"}`` or a bare state dict; a leading ``module.`` is stripped.
         reinit_heads_if_classes_differ: when a class-dependent head (``hm``) has other shapes in
             the file (another number of classes), load none of that head's tensors, so it keeps
             the model's own values (for a freshly built model, the official initialisation with
-            heatmap bias -2.19), and load everything else: backbone,
-            neck and the class-agnostic ``wh``/``reg`` heads. When False, such a checkpoint is a
-            shape mismatch.
+            heatmap bias -2.19), and load everything else: backbone, neck and the class-agnostic
+            ``wh``/``reg`` heads. When False, such a checkpoint is a shape mismatch.
         strict: raise ``ValueError`` (listing the keys) when any tensor is missing, unexpected or
             shape-mismatched, beyond the heads re-initialised above. Nothing is loaded then.
 
     Returns:
         the :class:`LoadReport`; ``report.reinitialized`` lists the tensors left at their fresh init.
     """
+    if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        model = model.module
     state = read_state_dict(path)
     own = model.state_dict()
     reinit_heads: set[str] = set()

@@ -234,3 +234,12 @@ def test_matches_torchvision_when_available():
         out_theirs.backward(grad)
         for a, b in zip(ours, theirs):  # input, offset, weight, bias, mask
             torch.testing.assert_close(a.grad, b.grad, rtol=1e-6, atol=1e-6)
+
+
+def test_non_contiguous_offset_and_mask():
+    x, offset, weight, bias, kw, mask = _make_inputs(CONFIGS[0])
+    offset_t = offset.transpose(2, 3).contiguous().transpose(2, 3)  # same values, other strides
+    mask_t = mask.transpose(2, 3).contiguous().transpose(2, 3)
+    assert not offset_t.is_contiguous()
+    torch.testing.assert_close(deform_conv2d_torch(x, offset_t, weight, bias, mask=mask_t, **kw),
+                               deform_conv2d_torch(x, offset, weight, bias, mask=mask, **kw))
