@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from centernet.losses import LOSS_NAMES, CenterNetLoss, combine_losses
+from centernet.transforms import normalize_batch
 
 OFFICIAL_BASE_LR = 1.25e-4
 OFFICIAL_BASE_BATCH = 32
@@ -49,8 +50,14 @@ class StepResult:
 
 
 def move_batch(batch: Mapping[str, Tensor], device: torch.device | str) -> dict[str, Tensor]:
-    """The tensors a step needs, on ``device`` (non-blocking)."""
-    return {k: batch[k].to(device, non_blocking=True) for k in TARGET_KEYS}
+    """The tensors a step needs, on ``device`` (non-blocking).
+
+    "image" may be normalised float32 or raw uint8 BGR ``[B, 3, H, W]``; uint8 is normalised on
+    ``device`` (cheaper to ship, and the arithmetic runs on the accelerator).
+    """
+    moved = {k: batch[k].to(device, non_blocking=True) for k in TARGET_KEYS}
+    moved["image"] = normalize_batch(moved["image"])
+    return moved
 
 
 def train_step(

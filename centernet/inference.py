@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from centernet.data import CategoryMap
 from centernet.decode import boxes_to_original, decode, decode_probs, flip_merge, to_coco_results
 from centernet.evaluate import CocoMetrics, evaluate_coco, load_ground_truth
+from centernet.transforms import normalize_batch
 
 
 def final_stack(outputs: dict[str, Tensor] | list[dict[str, Tensor]]) -> dict[str, Tensor]:
@@ -22,8 +23,9 @@ def final_stack(outputs: dict[str, Tensor] | list[dict[str, Tensor]]) -> dict[st
 
 @torch.no_grad()
 def predict(model: nn.Module, images: Tensor, *, k: int = 100, flip_test: bool = False) -> Tensor:
-    """images ``[B, 3, H, W]`` (normalised) -> detections ``[B, K, 6]`` in output-map pixels."""
+    """images ``[B, 3, H, W]`` (normalised float, or uint8 BGR) -> detections ``[B, K, 6]``, output-map px."""
     model.eval()
+    images = normalize_batch(images)
     out = final_stack(model(images))
     if not flip_test:
         return decode(out["hm"], out["wh"], out["reg"], k=k)

@@ -123,3 +123,18 @@ def normalize_image(image_bgr: np.ndarray) -> np.ndarray:
     img = image_bgr.astype(np.float32) / 255.0
     img = (img - COCO_MEAN_BGR) / COCO_STD_BGR
     return np.ascontiguousarray(img.transpose(2, 0, 1))
+
+
+def normalize_batch(images: "torch.Tensor") -> "torch.Tensor":
+    """uint8 BGR ``[B, 3, H, W]`` -> float32 normalised ``[B, 3, H, W]``, on the tensor's device.
+
+    Lets a loader ship 4x smaller uint8 batches and normalise on the accelerator; a float input is
+    returned unchanged (already normalised by :func:`normalize_image`).
+    """
+    import torch
+
+    if images.dtype != torch.uint8:
+        return images
+    mean = torch.as_tensor(COCO_MEAN_BGR * 255.0, device=images.device).view(1, 3, 1, 1)
+    std = torch.as_tensor(COCO_STD_BGR * 255.0, device=images.device).view(1, 3, 1, 1)
+    return (images.float() - mean) / std

@@ -70,3 +70,15 @@ def test_letterbox_non_square_input_fits_tall_images():
     assert pts[:, 1].min() >= -1e-4 and pts[:, 1].max() <= 384 + 1e-4
     np.testing.assert_allclose(pts[:, 1], [0, 384], atol=1e-3)
     assert letterbox_params((400, 200))[1] == letterbox_params((400, 200), (512, 512))[1] == 400
+
+
+def test_normalize_batch_equals_normalize_image_for_uint8():
+    import torch
+
+    from centernet.transforms import normalize_batch
+
+    img = np.random.default_rng(0).integers(0, 256, size=(5, 7, 3), dtype=np.uint8)
+    batch = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None]
+    np.testing.assert_allclose(normalize_batch(batch)[0].numpy(), normalize_image(img), rtol=1e-5, atol=1e-5)
+    floats = torch.zeros(1, 3, 2, 2)
+    assert normalize_batch(floats) is floats
