@@ -1,6 +1,6 @@
 """Precompute CenterNet training targets into sharded Arrow files with Ray tasks.
 
-One Ray task per chunk of images: decode + validate -> augment -> letterbox -> ``encode`` ->
+One Ray task per chunk of images: decode + validate -> augment -> letterbox -> ``encode_sparse`` ->
 one shard file ``part-NNNNN.arrow`` written atomically. The driver validates the JSON, schedules
 the chunks (at most ``workers`` in flight), skips shards a previous run already finished with the
 same inputs and settings, then writes ``rejects.jsonl``, ``annotations.clean.json``, ``stats.png``
@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ import numpy as np
 import pyarrow.fs as pafs
 
 from centernet.data import CategoryMap
-from centernet.targets import encode
+from centernet.targets import encode_sparse
 from pipeline.augment import ColorAugmenter, letterbox_view, view_rng
 from pipeline.schema import (
     CLEAN_ANNOTATIONS_NAME,
@@ -34,6 +35,7 @@ from pipeline.schema import (
     PrecomputeSettings,
 )
 from pipeline.shards import (
+    TMP_MARKER,
     atomic_write_bytes,
     encode_rows,
     exists,
@@ -81,24 +83,30 @@ def _chunk_key(settings_hash: str, index: int, entries: list[ImageEntry], images
     return h.hexdigest()[:32]
 
 
-def make_row(image_id: int, view: int, image_bgr: np.ndarray, boxes: np.ndarray, classes: np.ndarray,
-             affine: np.ndarray, targets: dict[str, np.ndarray], settings: PrecomputeSettings) -> dict[str, Any]:
-    """One shard row; the heatmap ``[C, H, W]`` is stored as (flat index, value) of its nonzeros."""
+def encode_image(image_bgr: np.ndarray, settings: PrecomputeSettings, what: str) -> bytes:
+    """``[S, S, 3]`` uint8 BGR -> stored bytes: raw C-order pixels, or a JPEG/PNG file."""
     import cv2
 
+    if settings.image_format == "raw":
+        return np.ascontiguousarray(image_bgr, dtype=np.uint8).tobytes()
     if settings.image_format == "jpg":
         ok, buf = cv2.imencode(".jpg", image_bgr, [cv2.IMWRITE_JPEG_QUALITY, settings.jpeg_quality])
     else:
         ok, buf = cv2.imencode(".png", image_bgr)
     if not ok:
-        raise RuntimeError(f"could not encode image {image_id} view {view} as {settings.image_format}")
-    hm = targets["hm"].reshape(-1)  # [C*H*W]
-    hm_index = np.flatnonzero(hm).astype(np.int32)  # ascending
+        raise RuntimeError(f"could not encode {what} as {settings.image_format}")
+    return buf.tobytes()
+
+
+def make_row(image_id: int, view: int, image_bgr: np.ndarray, boxes: np.ndarray, classes: np.ndarray,
+             affine: np.ndarray, targets: dict[str, np.ndarray], settings: PrecomputeSettings) -> dict[str, Any]:
+    """One shard row from :func:`centernet.targets.encode_sparse` targets (heatmap as index + value)."""
     return {
-        "image_id": int(image_id), "view": int(view), "image": buf.tobytes(),
+        "image_id": int(image_id), "view": int(view),
+        "image": encode_image(image_bgr, settings, f"image {image_id} view {view}"),
         "affine": np.asarray(affine, np.float64).reshape(6),
         "boxes": np.asarray(boxes, np.float32).reshape(-1), "classes": np.asarray(classes, np.int32),
-        "hm_index": hm_index, "hm_value": hm[hm_index],
+        "hm_index": targets["hm_index"].astype(np.int32), "hm_value": targets["hm_value"],
         "wh": targets["wh"].reshape(-1), "reg": targets["reg"].reshape(-1),
         "ind": targets["ind"], "mask": targets["mask"],
     }
@@ -139,7 +147,7 @@ def process_chunk(index: int, entries: list[ImageEntry], images_dir: str, catego
             image, boxes, affine = letterbox_view(result.image, result.boxes, settings, rng)
             if color is not None:
                 image = color(image, rng)
-            targets, enc_stats = encode(boxes, result.classes, cats.num_classes, (size_out, size_out),
+            targets, enc_stats = encode_sparse(boxes, result.classes, cats.num_classes, (size_out, size_out),
                                         max_objs=settings.max_objs, min_overlap=settings.min_overlap,
                                         radius_variant=settings.radius_variant, return_stats=True)
             stats.add(len(boxes), enc_stats, first_view=view == 0)
@@ -184,20 +192,73 @@ def _finished_shard(fs: Any, path: str, name: str, chunk_key: str,
 
 
 def _write_outputs(fs: Any, out: str, checked: JsonValidation, shards: list[dict[str, Any]]) -> None:
-    """``rejects.jsonl`` and ``annotations.clean.json``, streamed shard by shard from shard metadata."""
-    rejects_lines = [json.dumps(r, sort_keys=True) for r in checked.rejects]
-    images: list[str] = []
-    annotations: list[str] = []
-    for shard in shards:
-        meta = shard_metadata(open_shard(fs, join(out, shard["file"])))
-        rejects_lines.extend(json.dumps(r, sort_keys=True) for r in meta["rejects"])
-        images.extend(json.dumps(i, sort_keys=True) for i in meta["clean_images"])
-        annotations.extend(json.dumps(a, sort_keys=True) for a in meta["clean_annotations"])
-    atomic_write_bytes(fs, join(out, REJECTS_NAME), "".join(f"{line}\n" for line in rejects_lines).encode())
-    head = json.dumps(checked.info, sort_keys=True)  # always has "categories"
-    body = (head[:-1] + ', "images": [\n' + ",\n".join(images) + '],\n"annotations": [\n'
-            + ",\n".join(annotations) + "]}\n")
-    atomic_write_bytes(fs, join(out, CLEAN_ANNOTATIONS_NAME), body.encode())
+    """``rejects.jsonl`` and ``annotations.clean.json``, streamed shard by shard from shard metadata.
+
+    Only one shard's metadata is in memory at a time, so the driver's memory does not grow with
+    the dataset beyond the validated JSON itself.
+    """
+    with _AtomicText(fs, join(out, REJECTS_NAME)) as rejects, \
+            _AtomicText(fs, join(out, CLEAN_ANNOTATIONS_NAME)) as clean:
+        for r in checked.rejects:
+            rejects.write(json.dumps(r, sort_keys=True) + "\n")
+        head = json.dumps(checked.info, sort_keys=True)  # always has "categories"
+        clean.write(head[:-1] + ', "images": [\n')
+        metas = []
+        first = True
+        for shard in shards:
+            meta = shard_metadata(open_shard(fs, join(out, shard["file"])))
+            for r in meta["rejects"]:
+                rejects.write(json.dumps(r, sort_keys=True) + "\n")
+            for i in meta["clean_images"]:
+                clean.write(("" if first else ",\n") + json.dumps(i, sort_keys=True))
+                first = False
+            metas.append(shard["file"])
+        clean.write('],\n"annotations": [\n')
+        first = True
+        for name in metas:  # a second pass keeps images before annotations without holding them
+            meta = shard_metadata(open_shard(fs, join(out, name)))
+            for a in meta["clean_annotations"]:
+                clean.write(("" if first else ",\n") + json.dumps(a, sort_keys=True))
+                first = False
+        clean.write("]}\n")
+
+
+class _AtomicText:
+    """A text file written through a buffered stream to a temporary name, renamed on success."""
+
+    def __init__(self, fs: Any, path: str, buffer_bytes: int = 1 << 20):
+        self.fs, self.path = fs, path
+        self.tmp = f"{path}{TMP_MARKER}{uuid.uuid4().hex[:8]}"
+        self.buffer_bytes = buffer_bytes
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def __enter__(self) -> _AtomicText:
+        self.stream = self.fs.open_output_stream(self.tmp)
+        return self
+
+    def write(self, text: str) -> None:
+        data = text.encode()
+        self.parts.append(data)
+        self.size += len(data)
+        if self.size >= self.buffer_bytes:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.parts:
+            self.stream.write(b"".join(self.parts))
+            self.parts, self.size = [], 0
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            if exc_type is None:
+                self.flush()
+            self.stream.close()
+            if exc_type is None:
+                self.fs.move(self.tmp, self.path)
+        finally:
+            if exists(self.fs, self.tmp):
+                self.fs.delete_file(self.tmp)
 
 
 def precompute(

@@ -22,9 +22,19 @@ import numpy as np
 from centernet.data import CategoryMap
 from centernet.transforms import normalize_image
 from pipeline.schema import MANIFEST_NAME, PrecomputeSettings, check_manifest, rebuild_hint
-from pipeline.shards import iter_raw_rows, join, open_shard, read_bytes, read_json, resolve, sha256, shard_metadata
+from pipeline.shards import (
+    iter_raw_rows,
+    join,
+    open_shard,
+    own_row,
+    read_bytes,
+    read_json,
+    resolve,
+    sha256,
+    shard_metadata,
+)
 
-DEFAULT_BUFFER_SIZE = 256
+DEFAULT_BUFFER_SIZE = 128
 
 
 def read_manifest(shard_dir: str | Path) -> dict[str, Any]:
@@ -96,13 +106,21 @@ class _Shards:
             self.readers[index] = (reader, int(meta["rows_per_batch"]))
         return self.readers[index]
 
-    def rows(self, index: int, start: int, stop: int) -> Iterator[dict[str, Any]]:
-        """Raw rows ``start..stop-1`` of shard ``index`` (only the record batches needed are read)."""
+    def rows(self, index: int, start: int, stop: int,
+             rng: random.Random | None = None) -> Iterator[dict[str, Any]]:
+        """Raw rows ``start..stop-1`` of shard ``index`` (only the record batches needed are read).
+
+        With ``rng`` the record batches are visited in random order. The shard is closed after.
+        """
         reader, per_batch = self.reader(index)
-        for b in range(start // per_batch, (stop - 1) // per_batch + 1 if stop > start else 0):
+        batches = list(range(start // per_batch, (stop - 1) // per_batch + 1 if stop > start else 0))
+        if rng is not None:
+            rng.shuffle(batches)
+        for b in batches:
             batch = reader.get_batch(b)
             lo, hi = max(start - b * per_batch, 0), min(stop - b * per_batch, batch.num_rows)
             yield from iter_raw_rows(batch.slice(lo, hi - lo))
+        self.readers.pop(index, None)  # each shard is read once per epoch: free it
 
 
 def render_heatmap(hm_index: np.ndarray, hm_value: np.ndarray, num_classes: int, output_size: int) -> np.ndarray:
@@ -112,20 +130,41 @@ def render_heatmap(hm_index: np.ndarray, hm_value: np.ndarray, num_classes: int,
     return hm.reshape(num_classes, output_size, output_size)
 
 
-def decode_image(data: bytes) -> np.ndarray:
-    """Stored JPEG/PNG bytes -> ``[H, W, 3]`` uint8 BGR."""
+def decode_image(data: bytes | np.ndarray, image_format: str = "jpg", size: int | None = None) -> np.ndarray:
+    """Stored image -> ``[S, S, 3]`` uint8 BGR (a read-only view for ``"raw"``, else decoded).
+
+    ``data``: the stored bytes (uint8 array or ``bytes``); ``size`` (S) is needed for ``"raw"``.
+    """
+    buf = np.frombuffer(data, np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else data
+    if image_format == "raw":
+        if size is None or buf.size != size * size * 3:
+            raise ValueError(f"stored raw image has {buf.size} bytes, expected {size}x{size}x3")
+        return buf.reshape(size, size, 3)
     import cv2
 
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    image = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     if image is None:
-        raise ValueError("stored image bytes do not decode")
+        raise ValueError(f"stored {image_format} image bytes do not decode")
     return image
 
 
-def decode_sample(raw: dict[str, Any], num_classes: int, output_size: int, max_objs: int) -> dict[str, Any]:
+def image_chw(image_bgr: np.ndarray) -> np.ndarray:
+    """``[H, W, 3]`` uint8 BGR -> contiguous ``[3, H, W]`` uint8 BGR (fast channel split)."""
+    import cv2
+
+    h, w = image_bgr.shape[:2]
+    out = np.empty((3, h, w), dtype=np.uint8)
+    for c, plane in enumerate(cv2.split(image_bgr)):
+        out[c] = plane
+    return out
+
+
+def decode_sample(raw: dict[str, Any], settings: PrecomputeSettings, num_classes: int) -> dict[str, Any]:
     """A raw shard row -> the DESIGN §2 sample dict (numpy, owned copies)."""
+    output_size, max_objs = settings.output_size, settings.max_objs
+    image = decode_image(raw["image"], settings.image_format, settings.input_size)
     return {
-        "image": decode_image(raw["image"]),  # [S, S, 3] uint8 BGR
+        "image": image.copy() if settings.image_format == "raw" else image,  # [S, S, 3] uint8 BGR
         "hm": render_heatmap(raw["hm_index"], raw["hm_value"], num_classes, output_size),  # [C, H, W]
         "wh": raw["wh"].reshape(max_objs, 2).copy(),  # [K, 2] float32
         "reg": raw["reg"].reshape(max_objs, 2).copy(),  # [K, 2] float32
@@ -149,7 +188,7 @@ def iter_samples(shard_dir: str | Path, *, verify: bool = False) -> Iterator[dic
     shards = _Shards(shard_dir, manifest, verify)
     for index, entry in enumerate(manifest["shards"]):
         for raw in shards.rows(index, 0, entry["num_samples"]):
-            yield decode_sample(raw, manifest["num_classes"], settings.output_size, settings.max_objs)
+            yield decode_sample(raw, settings, manifest["num_classes"])
 
 
 def _default_rank_world() -> tuple[int, int]:
@@ -169,18 +208,21 @@ except ImportError:  # pragma: no cover
 class ShardDataset(_IterableDataset):
     """Training samples of a shard directory as torch tensors, split over DDP ranks and workers.
 
-    Yields dicts: "image" float32 ``[3, S, S]`` (``normalize_image`` of the BGR image), "hm" float32
+    Yields dicts: "image" uint8 ``[3, S, S]`` BGR (default; normalise on the device with
+    :func:`centernet.transforms.normalize_batch`, as :func:`centernet.engine.move_batch` does) or,
+    with ``normalize=True``, float32 ``[3, S, S]`` (:func:`normalize_image`); "hm" float32
     ``[C, S/4, S/4]``, "wh"/"reg" float32 ``[K, 2]``, "ind" int64 ``[K]``, "mask" uint8 ``[K]``,
     "image_id" int64 ``[]``, "affine" float32 ``[2, 3]`` (output-map px -> original image px).
 
     ``rank``/``world_size`` default to ``torch.distributed``'s when it is initialised. Shuffling:
-    shard order per epoch plus a buffer of ``buffer_size`` raw rows; call :meth:`set_epoch` before
-    each epoch (with ``persistent_workers=False`` the loader workers see the new epoch).
+    shard order and record-batch order per epoch, plus a buffer of ``buffer_size`` samples (each
+    buffered sample is a copy: memory ~ ``buffer_size`` x image bytes); call :meth:`set_epoch`
+    before each epoch (with ``persistent_workers=False`` the loader workers see the new epoch).
     """
 
     def __init__(self, shard_dir: str | Path, *, rank: int | None = None, world_size: int | None = None,
                  shuffle: bool = True, seed: int = 0, buffer_size: int = DEFAULT_BUFFER_SIZE,
-                 verify: bool = False):
+                 normalize: bool = False, verify: bool = False):
         super().__init__()
         if (rank is None) != (world_size is None):
             raise ValueError("give both rank and world_size, or neither")
@@ -196,6 +238,7 @@ class ShardDataset(_IterableDataset):
         self.categories = CategoryMap.from_dict(self.manifest["classes"])
         self.rank, self.world_size = int(rank), int(world_size)
         self.shuffle, self.seed, self.buffer_size = shuffle, int(seed), int(buffer_size)
+        self.normalize = bool(normalize)
         self.verify = verify
         self.epoch = 0
 
@@ -227,24 +270,24 @@ class ShardDataset(_IterableDataset):
             pos += counts[index]
         return segments
 
-    def _raw_rows(self, worker: int, num_workers: int) -> Iterator[dict[str, Any]]:
+    def _raw_rows(self, worker: int, num_workers: int, rng: random.Random | None) -> Iterator[dict[str, Any]]:
         shards = _Shards(self.shard_dir, self.manifest, self.verify)
         for index, start, stop in self.plan(worker, num_workers):
-            yield from shards.rows(index, start, stop)
+            yield from shards.rows(index, start, stop, rng)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         from torch.utils.data import get_worker_info
 
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        rows = self._raw_rows(worker, num_workers)
         if not self.shuffle:
-            for raw in rows:
+            for raw in self._raw_rows(worker, num_workers, None):
                 yield self.to_tensors(raw)
             return
         rng = random.Random(f"{self.seed}:{self.epoch}:{self.rank}:{worker}")
         buffer: list[dict[str, Any]] = []
-        for raw in rows:
+        for raw in self._raw_rows(worker, num_workers, rng):
+            raw = own_row(raw)  # never keep a whole record batch alive for one buffered row
             if len(buffer) < self.buffer_size:
                 buffer.append(raw)
                 continue
@@ -252,18 +295,24 @@ class ShardDataset(_IterableDataset):
             out, buffer[j] = buffer[j], raw
             yield self.to_tensors(out)
         rng.shuffle(buffer)
-        for raw in buffer:
-            yield self.to_tensors(raw)
+        while buffer:
+            yield self.to_tensors(buffer.pop())
 
     def to_tensors(self, raw: dict[str, Any]) -> dict[str, Any]:
         """A raw shard row -> the training sample (tensors; default collate batches them)."""
         import torch
 
-        k, out = self.settings.max_objs, self.settings.output_size
-        image = decode_image(raw["image"])
+        s = self.settings
+        k = s.max_objs
+        image = decode_image(raw["image"], s.image_format, s.input_size)  # [S, S, 3] uint8 BGR
+        if self.normalize:
+            pixels = torch.from_numpy(normalize_image(image))  # [3, S, S] float32
+        else:
+            pixels = torch.from_numpy(image_chw(image))  # [3, S, S] uint8
+        hm = render_heatmap(raw["hm_index"], raw["hm_value"], self.num_classes, s.output_size)
         return {
-            "image": torch.from_numpy(normalize_image(image)),  # [3, S, S] float32
-            "hm": torch.from_numpy(render_heatmap(raw["hm_index"], raw["hm_value"], self.num_classes, out)),
+            "image": pixels,
+            "hm": torch.from_numpy(hm),  # [C, H, W] float32
             "wh": torch.from_numpy(raw["wh"].reshape(k, 2).copy()),  # [K, 2] float32
             "reg": torch.from_numpy(raw["reg"].reshape(k, 2).copy()),  # [K, 2] float32
             "ind": torch.from_numpy(raw["ind"].astype(np.int64)),  # [K] int64

@@ -117,9 +117,13 @@ def _column(values: list[Any], typ: pa.DataType) -> pa.Array:
 
 
 def open_shard(fs: pafs.FileSystem, path: str) -> ipc.RecordBatchFileReader:
-    """Open a shard for random access to its record batches; ``ValueError`` naming a bad file."""
+    """Open a shard for random access to its record batches; ``ValueError`` naming a bad file.
+
+    Local files are read with positioned reads (not memory-mapped), so pages of shards already
+    streamed do not stay in the reader's resident memory.
+    """
     try:
-        source = pa.memory_map(path) if isinstance(fs, pafs.LocalFileSystem) else fs.open_input_file(path)
+        source = pa.OSFile(path) if isinstance(fs, pafs.LocalFileSystem) else fs.open_input_file(path)
         return ipc.open_file(source)
     except (pa.ArrowInvalid, OSError) as exc:
         raise ValueError(f"{path}: not a readable Arrow IPC shard ({exc})") from None
@@ -142,29 +146,42 @@ def _list_column(batch: pa.RecordBatch, name: str, dtype: type) -> tuple[np.ndar
     return values, offsets
 
 
+def _binary_column(batch: pa.RecordBatch, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(bytes as uint8 ``[total]``, offsets ``[rows+1]``) of a binary column, zero-copy."""
+    col = batch.column(name)
+    _, offsets_buf, data_buf = col.buffers()
+    offsets = np.frombuffer(offsets_buf, dtype=np.int32)[col.offset : col.offset + len(col) + 1]
+    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+    return data, offsets
+
+
+LIST_COLUMNS = {"boxes": np.float32, "classes": np.int32, "hm_index": np.int32, "hm_value": np.float32,
+                "wh": np.float32, "reg": np.float32, "ind": np.int64, "mask": np.uint8}
+
+
 def iter_raw_rows(batch: pa.RecordBatch) -> Iterator[dict[str, Any]]:
-    """The rows of a record batch as dicts of numpy views (cheap; decoding is left to the caller)."""
+    """The rows of a record batch as dicts of read-only numpy views into the batch (no copies).
+
+    "image" is the stored image as a uint8 ``[bytes]`` view (raw pixels or an encoded file);
+    decoding is left to the caller. Views keep the whole batch alive: copy what you keep.
+    """
     image_ids = batch.column("image_id").to_numpy()
     views = batch.column("view").to_numpy()
-    images = batch.column("image")
+    image_data, image_offsets = _binary_column(batch, "image")
     affine = batch.column("affine").flatten().to_numpy(zero_copy_only=False).reshape(-1, 2, 3)
-    cols = {
-        "boxes": _list_column(batch, "boxes", np.float32),
-        "classes": _list_column(batch, "classes", np.int32),
-        "hm_index": _list_column(batch, "hm_index", np.int32),
-        "hm_value": _list_column(batch, "hm_value", np.float32),
-        "wh": _list_column(batch, "wh", np.float32),
-        "reg": _list_column(batch, "reg", np.float32),
-        "ind": _list_column(batch, "ind", np.int64),
-        "mask": _list_column(batch, "mask", np.uint8),
-    }
+    cols = [(name, *_list_column(batch, name, dtype)) for name, dtype in LIST_COLUMNS.items()]
     for i in range(batch.num_rows):
         row: dict[str, Any] = {
             "image_id": int(image_ids[i]),
             "view": int(views[i]),
-            "image": images[i].as_py(),
+            "image": image_data[image_offsets[i] : image_offsets[i + 1]],
             "affine": affine[i],
         }
-        for name, (values, offsets) in cols.items():
+        for name, values, offsets in cols:
             row[name] = values[offsets[i] : offsets[i + 1]]
         yield row
+
+
+def own_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a raw row that no longer references its record batch (for shuffle buffers)."""
+    return {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in row.items()}

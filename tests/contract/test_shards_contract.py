@@ -17,13 +17,14 @@ from torch.utils.data import DataLoader
 from centernet.data import CategoryMap
 from centernet.synthetic import make_synthetic_coco
 from centernet.targets import encode
-from centernet.transforms import normalize_image, transform_boxes
+from centernet.engine import move_batch
+from centernet.transforms import normalize_batch, normalize_image, transform_boxes
 from pipeline.precompute import precompute
 from pipeline.reader import ShardDataset, iter_samples, read_manifest, samples_per_rank
 from pipeline.schema import SCHEMA_VERSION, PrecomputeSettings
 
-TRAIN = PrecomputeSettings(input_size=128, views=2, seed=3)
-VAL = PrecomputeSettings(input_size=128, augment=False, views=1, radius_variant="corrected")
+TRAIN = PrecomputeSettings(input_size=128, views=2, seed=3)  # raw images (the default)
+VAL = PrecomputeSettings(input_size=128, augment=False, views=1, radius_variant="corrected", image_format="jpg")
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +113,7 @@ def test_shard_dataset_yields_the_training_contract_and_collates(shards):
     ds = ShardDataset(shards["train"], shuffle=True, seed=1, buffer_size=8)
     loader = DataLoader(ds, batch_size=4, num_workers=0)
     batch = next(iter(loader))
-    assert batch["image"].shape == (4, 3, 128, 128) and batch["image"].dtype == torch.float32
+    assert batch["image"].shape == (4, 3, 128, 128) and batch["image"].dtype == torch.uint8
     assert batch["hm"].shape == (4, 3, 32, 32) and batch["hm"].dtype == torch.float32
     assert batch["wh"].shape == (4, 128, 2) and batch["wh"].dtype == torch.float32
     assert batch["reg"].shape == (4, 128, 2) and batch["reg"].dtype == torch.float32
@@ -120,14 +121,24 @@ def test_shard_dataset_yields_the_training_contract_and_collates(shards):
     assert batch["mask"].shape == (4, 128) and batch["mask"].dtype == torch.uint8
     assert batch["image_id"].shape == (4,) and batch["image_id"].dtype == torch.int64
     assert batch["affine"].shape == (4, 2, 3) and batch["affine"].dtype == torch.float32
-    # same values as iter_samples, image normalised with the COCO BGR statistics
+    # move_batch normalises the uint8 batch exactly as normalize_image would have per sample
+    moved = move_batch(batch, "cpu")["image"]
+    assert moved.dtype == torch.float32
+    # same values as iter_samples: uint8 CHW BGR by default, COCO-normalised with normalize=True
     first = {(s["image_id"], s["view"]): s for s in iter_samples(shards["train"])}
-    ds2 = ShardDataset(shards["train"], shuffle=False)
-    for t, s in zip(ds2, iter_samples(shards["train"])):
-        assert torch.equal(t["image"], torch.from_numpy(normalize_image(s["image"])))
-        assert torch.equal(t["hm"], torch.from_numpy(s["hm"]))
-        assert torch.equal(t["ind"], torch.from_numpy(s["ind"]))
-        assert torch.allclose(t["affine"].double(), torch.from_numpy(s["affine"]))
+    for split in ("train", "val"):
+        samples = list(iter_samples(shards[split]))
+        plain = list(ShardDataset(shards[split], shuffle=False))
+        normed = list(ShardDataset(shards[split], shuffle=False, normalize=True))
+        assert len(samples) == len(plain) == len(normed)
+        for t, f, s in zip(plain, normed, samples):
+            assert t["image"].dtype == torch.uint8 and t["image"].is_contiguous()
+            assert torch.equal(t["image"], torch.from_numpy(s["image"]).permute(2, 0, 1))
+            assert torch.equal(f["image"], torch.from_numpy(normalize_image(s["image"])))
+            assert torch.allclose(normalize_batch(t["image"][None])[0], f["image"], atol=1e-5)
+            assert torch.equal(t["hm"], torch.from_numpy(s["hm"]))
+            assert torch.equal(t["ind"], torch.from_numpy(s["ind"]))
+            assert torch.allclose(t["affine"].double(), torch.from_numpy(s["affine"]))
     assert len(first) == 46
 
 

@@ -130,7 +130,7 @@ def test_shard_rows_roundtrip_and_bytes_are_deterministic(tmp_path):
         src = rows[r["image_id"]]
         for k in ("boxes", "classes", "hm_index", "ind"):
             assert np.array_equal(r[k], src[k]), k
-        assert np.array_equal(r["affine"].reshape(-1), src["affine"]) and r["image"] == src["image"]
+        assert np.array_equal(r["affine"].reshape(-1), src["affine"]) and r["image"].tobytes() == src["image"]
 
 
 def test_merge_stats_sums_histograms():
