@@ -5,9 +5,9 @@ from __future__ import annotations
 from torch import nn
 
 from centernet.models.registry import available_architectures, get_spec, register_model
-from centernet.models.weights import LoadReport, load_matching, read_state_dict
+from centernet.models.weights import LoadReport, load_checkpoint, load_matching, read_state_dict
 
-__all__ = ["build_model", "available_architectures", "register_model", "LoadReport"]
+__all__ = ["build_model", "available_architectures", "register_model", "load_checkpoint", "LoadReport"]
 
 
 def build_model(
