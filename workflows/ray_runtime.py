@@ -42,19 +42,22 @@ def ray_session(
     ``address=None``: an existing connection is reused (e.g. inside a submitted job, where
     ``RAY_ADDRESS`` points at the cluster), otherwise a local instance starts in process, with the
     dashboard off and bound to 127.0.0.1. ``address="auto"``, ``"host:6379"`` or
-    ``"ray://host:10001"``: that cluster. ``env_vars`` go to every worker through the job's runtime
-    environment. The connection this function opened is closed on exit.
+    ``"ray://host:10001"``: that cluster. ``env_vars`` go to every worker of a local instance through
+    the job's runtime environment (on a cluster, pass them as the trainer's ``worker_runtime_env``).
+    The connection this function opened is closed on exit.
     """
     import ray
 
     if ray.is_initialized():
         yield {"address": None, "started": False}
         return
-    runtime_env = {"env_vars": dict(env_vars)} if env_vars else None
-    kwargs: dict[str, Any] = {"runtime_env": runtime_env, "log_to_driver": True}
+    kwargs: dict[str, Any] = {"log_to_driver": True}
     if address is None and not os.environ.get("RAY_ADDRESS"):
-        kwargs.update(include_dashboard=False, num_cpus=num_cpus, _node_ip_address="127.0.0.1")
+        kwargs.update(include_dashboard=False, num_cpus=num_cpus, _node_ip_address="127.0.0.1",
+                      runtime_env={"env_vars": dict(env_vars)} if env_vars else None)
     else:
+        # On a cluster (or inside a submitted job, whose own runtime env Ray refuses to merge
+        # with a driver's), the variables travel in the trainer's worker runtime env instead.
         kwargs["address"] = address
     ctx = ray.init(**kwargs)
     try:
