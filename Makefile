@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.setup-stamp
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench check-torchvision clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,14 @@ lint: setup
 
 bench: setup
 	$(BIN)/python benchmarks/encode.py
+
+# Optional: run the DCN tests beside torchvision's compiled deform_conv2d, in a separate venv
+# (torchvision from PyPI does not import beside the CPU torch wheel; this pair does, ~5.5 GB).
+TV_VENV ?= .venv-torchvision
+check-torchvision:
+	test -x $(TV_VENV)/bin/python || $(PYTHON) -m venv $(TV_VENV)
+	$(TV_VENV)/bin/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1 numpy pytest opencv-python-headless pycocotools
+	PYTHONPATH=. $(TV_VENV)/bin/python -m pytest -p no:cacheprovider -o addopts="" tests/unit/test_deform_conv.py -rs
 
 clean:
 	rm -rf $(VENV) demo_output mlruns mlruns.db .pytest_cache
