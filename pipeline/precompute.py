@@ -13,9 +13,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 import uuid
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,9 @@ class PrecomputeResult:
     shards_written: int
     shards_skipped: int
     task_cpu_seconds: float = 0.0  # CPU time the chunk tasks of this run used, summed
+    worker_peak_rss_bytes: int = 0  # largest peak RSS of a Ray worker process that ran a chunk task
+    task_wall_seconds: float = 0.0  # wall time inside the chunk tasks of this run, summed
+    driver_seconds: dict[str, float] = field(default_factory=dict)  # "setup", "tasks", "finish" wall
 
 
 def _chunk_key(settings_hash: str, index: int, entries: list[ImageEntry], images_dir: str) -> str:
@@ -118,12 +122,10 @@ def process_chunk(index: int, entries: list[ImageEntry], images_dir: str, catego
 
     Returns the shard's manifest entry plus its validation counts and target statistics.
     """
-    import time
-
     import cv2
 
     cv2.setNumThreads(1)  # one core per task; Ray schedules the parallelism
-    cpu0 = time.process_time()
+    cpu0, wall0 = time.process_time(), time.perf_counter()
     settings = PrecomputeSettings.from_dict(settings_dict)
     cats = CategoryMap.from_dict(categories)
     size_out = settings.output_size
@@ -162,7 +164,12 @@ def process_chunk(index: int, entries: list[ImageEntry], images_dir: str, catego
     data = encode_rows(rows, meta)
     fs, out = resolve(out_uri)
     atomic_write_bytes(fs, join(out, name), data)
-    return {**_shard_entry(name, meta, sha256(data), len(data)), "cpu_seconds": time.process_time() - cpu0}
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB; the worker's lifetime
+    return {**_shard_entry(name, meta, sha256(data), len(data)), "cpu_seconds": time.process_time() - cpu0,
+            "wall_seconds": time.perf_counter() - wall0,
+            "worker_peak_rss_bytes": int(peak)}
 
 
 def _shard_entry(name: str, meta: dict[str, Any], checksum: str, nbytes: int) -> dict[str, Any]:
@@ -296,6 +303,7 @@ def precompute(
         raise ValueError(f"workers must be >= 1, got {workers!r}")
     images_dir = str(Path(images_dir).resolve())
     annotations = Path(annotations).resolve()
+    t_start = time.perf_counter()
     fs, out_path = resolve(out)
     out_uri = str(out) if "://" in str(out) else out_path
     fs.create_dir(out_path, recursive=True)
@@ -328,6 +336,7 @@ def precompute(
         if stale and info.base_name not in {SHARD_PATTERN.format(i) for i in range(len(chunks))}:
             fs.delete_file(info.path)  # shards of a previous, larger layout
 
+    t_tasks = time.perf_counter()
     started_ray = False
     if todo and not ray.is_initialized():
         ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False)
@@ -368,6 +377,7 @@ def precompute(
         if started_ray:
             ray.shutdown()
 
+    t_finish = time.perf_counter()
     shards: list[dict[str, Any]] = [e for e in entries if e is not None]
     _write_outputs(fs, out_path, checked, shards)
     counts = Counter(checked.counts)
@@ -403,4 +413,8 @@ def precompute(
     }
     write_json(fs, manifest_path, manifest)
     cpu = sum(s.get("cpu_seconds", 0.0) for s in shards)
-    return PrecomputeResult(out_uri, manifest, written, len(chunks) - len(todo), cpu)
+    wall = sum(s.get("wall_seconds", 0.0) for s in shards)
+    peak = max((s.get("worker_peak_rss_bytes", 0) for s in shards), default=0)
+    t_end = time.perf_counter()
+    driver = {"setup": t_tasks - t_start, "tasks": t_finish - t_tasks, "finish": t_end - t_finish}
+    return PrecomputeResult(out_uri, manifest, written, len(chunks) - len(todo), cpu, peak, wall, driver)

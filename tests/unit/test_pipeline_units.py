@@ -8,9 +8,10 @@ import pytest
 from centernet.targets import encode
 from centernet.transforms import transform_boxes
 from pipeline.augment import ColorAugmenter, letterbox_view, view_rng
-from pipeline.reader import _split, render_heatmap
-from pipeline.schema import SCHEMA_VERSION, PrecomputeSettings, check_manifest
-from pipeline.shards import encode_rows, iter_raw_rows, open_shard, resolve, shard_metadata
+from pipeline.precompute import encode_image
+from pipeline.reader import _split, decode_image, image_chw, render_heatmap
+from pipeline.schema import IMAGE_FORMATS, SCHEMA_VERSION, PrecomputeSettings, check_manifest
+from pipeline.shards import encode_rows, iter_raw_rows, open_shard, own_row, resolve, shard_metadata
 from pipeline.stats import merge_stats
 
 
@@ -18,7 +19,7 @@ def test_settings_hash_changes_with_every_data_setting():
     base = PrecomputeSettings(input_size=128)
     variants = [dict(input_size=256), dict(radius_variant="corrected"), dict(min_overlap=0.5),
                 dict(augment=False), dict(views=2), dict(seed=1), dict(max_objs=64),
-                dict(image_format="png"), dict(scale_range=(0.5, 1.5))]
+                dict(image_format="png"), dict(image_format="jpg"), dict(scale_range=(0.5, 1.5))]
     hashes = {base.settings_hash} | {PrecomputeSettings(**{"input_size": 128, **v}).settings_hash
                                      for v in variants}
     assert len(hashes) == len(variants) + 1
@@ -27,7 +28,7 @@ def test_settings_hash_changes_with_every_data_setting():
 
 
 @pytest.mark.parametrize("bad", [dict(input_size=100), dict(views=0), dict(augment=False, views=2),
-                                 dict(radius_variant="exact"), dict(min_overlap=1.0)])
+                                 dict(radius_variant="exact"), dict(min_overlap=1.0), dict(image_format="webp")])
 def test_settings_reject_bad_values(bad):
     with pytest.raises(ValueError):
         PrecomputeSettings(**bad)
@@ -140,3 +141,39 @@ def test_merge_stats_sums_histograms():
     m = merge_stats([a, a])
     assert m["radius_histogram"] == {"1": 4, "3": 2} and m["objects"] == 6
     assert m["center_collisions"] == 2 and m["collision_fraction"] == pytest.approx(2 / 6)
+
+
+@pytest.mark.parametrize("fmt", IMAGE_FORMATS)
+def test_stored_image_formats_roundtrip(fmt):
+    s = PrecomputeSettings(input_size=64, image_format=fmt)
+    yy, xx = np.mgrid[0:64, 0:64]
+    image = np.stack([xx * 4, yy * 4, (xx + yy) * 2], axis=-1).astype(np.uint8)  # [64, 64, 3] smooth BGR
+    data = encode_image(image, s, "image 1 view 0")
+    back = decode_image(np.frombuffer(data, np.uint8), fmt, 64)
+    assert back.shape == (64, 64, 3) and back.dtype == np.uint8
+    if fmt == "jpg":
+        assert np.abs(back.astype(int) - image).max() <= 8  # lossy
+    else:
+        assert np.array_equal(back, image)  # raw and png are lossless
+    chw = image_chw(back)
+    assert chw.flags.c_contiguous and np.array_equal(chw, back.transpose(2, 0, 1))
+    with pytest.raises(ValueError, match="raw image has 12 bytes, expected 64x64x3"):
+        decode_image(np.zeros(12, np.uint8), "raw", 64)
+    with pytest.raises(ValueError, match="do not decode"):
+        decode_image(b"not an image", "jpg")
+
+
+def test_owned_rows_do_not_reference_the_record_batch(tmp_path):
+    rows = [{"image_id": i, "view": 0, "image": bytes([i]) * 10, "affine": np.zeros(6),
+             "boxes": np.ones(4, np.float32), "classes": np.zeros(1, np.int32),
+             "hm_index": np.arange(3, dtype=np.int32), "hm_value": np.ones(3, np.float32),
+             "wh": np.zeros(2, np.float32), "reg": np.zeros(2, np.float32),
+             "ind": np.zeros(1, np.int64), "mask": np.ones(1, np.uint8)} for i in range(3)]
+    path = tmp_path / "part-00000.arrow"
+    path.write_bytes(encode_rows(rows, {}))
+    raw = next(iter_raw_rows(open_shard(*resolve(path)).get_batch(0)))
+    owned = own_row(raw)
+    for k, v in owned.items():
+        if isinstance(v, np.ndarray):
+            assert v.base is None and v.flags.writeable, k
+            assert np.array_equal(v, raw[k]), k
