@@ -78,7 +78,7 @@ def main() -> None:
     print(f"samples: {n}, objects/sample: {stats['objects'] / n:.1f}, radius variant: {args.radius_variant}")
     print(f"dense float32 80x128x128 heatmap: {DENSE_BYTES:,} bytes/sample")
     print(f"stored targets (sparse hm + wh/reg/ind/mask + boxes, zstd): {per_sample:,.0f} bytes/sample")
-    print(f"whole shard incl. JPEG image: {total / n:,.0f} bytes/sample")
+    print(f"whole shard incl. the image ({settings.image_format}): {total / n:,.0f} bytes/sample")
     ratio = per_sample / DENSE_BYTES
     print(f"ratio stored/dense: 1/{1 / ratio:.0f} ({'meets' if ratio <= 1 / 50 else 'MISSES'} the 1/50 target)")
 

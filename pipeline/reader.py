@@ -1,7 +1,8 @@
 """Stream precomputed shards into training: sample dicts, dense heatmaps, DDP/worker splitting.
 
-:func:`iter_samples` yields numpy samples (DESIGN.md §2); :class:`ShardDataset` is the torch
-``IterableDataset`` for training. Both refuse shards whose schema version or settings hash this
+:func:`iter_samples` yields numpy samples (DESIGN.md §2: uint8 ``[H, W, 3]`` BGR images);
+:class:`ShardDataset` is the torch ``IterableDataset`` for training (uint8 ``[3, H, W]`` BGR images by
+default, normalised on the device by ``centernet.engine.move_batch``). Both refuse shards whose schema version or settings hash this
 code does not know, with the command that rebuilds them.
 
 Splitting: each epoch the shards are put in a (seeded, per-epoch) order and their rows form one
