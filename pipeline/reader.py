@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from centernet import targets
 from centernet.data import CategoryMap
 from centernet.transforms import normalize_image
 from pipeline.schema import MANIFEST_NAME, PrecomputeSettings, check_manifest, rebuild_hint
@@ -125,10 +126,8 @@ class _Shards:
 
 
 def render_heatmap(hm_index: np.ndarray, hm_value: np.ndarray, num_classes: int, output_size: int) -> np.ndarray:
-    """Sparse (flat index ``[P]``, value ``[P]``) -> dense ``[C, H, W]`` float32 heatmap."""
-    hm = np.zeros(num_classes * output_size * output_size, dtype=np.float32)
-    hm[hm_index] = hm_value
-    return hm.reshape(num_classes, output_size, output_size)
+    """Sparse (flat index ``[P]``, value ``[P]``) -> dense ``[C, S, S]`` float32 heatmap (one scatter)."""
+    return targets.render_heatmap(hm_index, hm_value, num_classes, (output_size, output_size))
 
 
 def decode_image(data: bytes | np.ndarray, image_format: str = "jpg", size: int | None = None) -> np.ndarray:
