@@ -417,6 +417,7 @@ def evaluate_distributed(
     from centernet.decode import decode
     from centernet.evaluate import evaluate_coco
     from centernet.inference import detections_to_results, final_stack
+    from centernet.transforms import normalize_batch
 
     if info.annotations is None:
         raise ValueError(f"{info.path}: no ground-truth annotation file to evaluate against")
@@ -430,7 +431,7 @@ def evaluate_distributed(
     module.eval()
     with torch.no_grad():
         for batch in loader:
-            images = batch["image"].to(device)
+            images = normalize_batch(batch["image"].to(device))  # uint8 BGR -> normalised float32
             out = final_stack(module(images))
             dets = decode(out["hm"], out["wh"], out["reg"], k=100)
             results += detections_to_results(dets, batch["image_id"], batch["affine"], cats, sizes)

@@ -14,6 +14,7 @@ from centernet.checkpoint import load_checkpoint_file
 from centernet.data import CategoryMap
 from centernet.inference import evaluate_model, predict
 from centernet.models import build_model
+from centernet.transforms import normalize_batch
 from centernet.synthetic import make_synthetic_coco
 from pipeline.precompute import precompute
 from pipeline.reader import ShardDataset, iter_samples, read_manifest
@@ -111,6 +112,7 @@ def test_two_workers_losses_mlflow_and_checkpoint(first_run, shards, tracking):
         models.append(m.eval())
     batch = next(iter(torch.utils.data.DataLoader(ShardDataset(shards / "val", rank=0, world_size=1,
                                                                shuffle=False), batch_size=8)))
+    batch["image"] = normalize_batch(batch["image"])
     d0, d1 = (predict(m, batch["image"]) for m in models)
     torch.testing.assert_close(d0, d1)
     metrics, _ = evaluate_model(models[0], [batch], read_manifest(shards / "val")["clean_annotations"], cats)
