@@ -38,6 +38,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pyarrow as pa
 import ray
 import torch
 from torch.utils.data import DataLoader
@@ -84,6 +85,7 @@ def best_rate(fn: Callable[[], int], best: dict[str, float], name: str) -> None:
 def throughput(images: Path, annotations: Path, shards: dict[str, Path], repeats: int) -> None:
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
+    pa.set_cpu_count(1)  # Arrow's decompression threads
     config = SampleConfig(input_size=(512, 512))
 
     def official() -> CocoSampleDataset:
