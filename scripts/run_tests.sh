@@ -5,7 +5,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BIN=${VENV:-.venv}/bin
-export PYTHONHASHSEED=0 RAY_USAGE_STATS_ENABLED=0 RAY_DEDUP_LOGS=0 MPLBACKEND=Agg
+# RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 keeps Ray's node addresses on loopback (127.0.0.1).
+export PYTHONHASHSEED=0 RAY_USAGE_STATS_ENABLED=0 RAY_DEDUP_LOGS=0 MPLBACKEND=Agg RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
 "$BIN/lint-imports" || { echo "import contracts broken (workflows -> pipeline -> centernet)"; exit 1; }
 "$BIN/python" -m pytest tests "$@"
 rc=$?

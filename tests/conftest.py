@@ -8,6 +8,10 @@ import os
 import pytest
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Keep every Ray node, driver and worker of the tests on loopback: with this, Ray's
+# get_node_ip_address() answers 127.0.0.1 instead of the machine's interface address (must be set
+# before ray is imported; run_tests.sh exports it too, for subprocesses).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 

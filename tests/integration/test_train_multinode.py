@@ -29,9 +29,11 @@ def shards(tmp_path_factory):
 @pytest.fixture
 def two_nodes(tmp_path_factory):
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    # Two raylets on this machine (each its own node, 1 CPU each). Ray 2.60's Cluster helper
-    # advertises the host's interface address; pinning node_ip_address to 127.0.0.1 makes the
-    # driver's connection hang, so the default is kept (nothing leaves the machine).
+    # Two raylets on this machine (each its own node, 1 CPU each), all on 127.0.0.1: conftest sets
+    # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 so that Ray resolves this node's address to loopback.
+    import ray._private.services as services
+
+    assert services.get_node_ip_address() == "127.0.0.1", "Ray would use a non-loopback address"
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 1, "include_dashboard": False,
         "temp_dir": str(tmp_path_factory.mktemp("ray"))})
