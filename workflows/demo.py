@@ -39,7 +39,7 @@ class DemoConfig:
     input_size: int = 128
     image_size: tuple[int, int] = (112, 176)
     object_size: tuple[int, int] = (12, 56)
-    epochs: int = 14
+    epochs: int = 36
     batch_size: int = 16
     lr: float = 1e-3
     seed: int = 0

@@ -16,7 +16,7 @@ EXAMPLES = """Examples:
 
 def command(
     out: Path = typer.Option(Path("demo_output"), help="Directory for data, checkpoint, metrics and picture."),
-    epochs: int = typer.Option(14, min=1, help="Training epochs."),
+    epochs: int = typer.Option(36, min=1, help="Training epochs."),
     train_images: int = typer.Option(600, min=1, help="Synthetic training images."),
     val_images: int = typer.Option(100, min=1, help="Synthetic validation images."),
     input_size: int = typer.Option(128, min=32, help="Square network input size (multiple of 32)."),
