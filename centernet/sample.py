@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from centernet.targets import encode
@@ -51,6 +52,55 @@ def _border(border: int, size: int) -> int:
     return border // i
 
 
+def letterbox_view(
+    image_bgr: np.ndarray,
+    boxes: np.ndarray,
+    input_size: tuple[int, int],
+    down_ratio: int = 4,
+    rng: np.random.Generator | None = None,
+    scale_range: tuple[float, float] = (0.6, 1.4),
+    flip_prob: float = 0.5,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One letterboxed view of an image, randomly scaled/shifted/flipped when ``rng`` is given.
+
+    The official ``ctdet`` geometry: scale drawn from ``arange(lo, hi, 0.1)``, a random center
+    (shift/crop) inside the official border, horizontal flip; all through the official affine, so
+    boxes and the back-mapping stay exact.
+
+    Args:
+        image_bgr: ``[H0, W0, 3]`` uint8. boxes: ``[N, 4]`` x1 y1 x2 y2 original pixels.
+        input_size: (H, W) of the network input.
+
+    Returns:
+        image ``[H, W, 3]`` uint8 at the input size, boxes ``[N, 4]`` float32 in output-map pixels
+        (unclipped, as :func:`centernet.targets.encode` takes them), and a ``[2, 3]`` float64 affine
+        mapping output-map pixels back to original pixels.
+    """
+    h0, w0 = image_bgr.shape[:2]
+    center, scale = letterbox_params((h0, w0), input_size)
+    flipped = False
+    if rng is not None:
+        scale *= float(rng.choice(np.arange(scale_range[0], scale_range[1], 0.1)))
+        wb, hb = _border(128, w0), _border(128, h0)
+        center[0] = rng.integers(low=wb, high=max(wb + 1, w0 - wb))
+        center[1] = rng.integers(low=hb, high=max(hb + 1, h0 - hb))
+        if rng.random() < flip_prob:
+            flipped = True
+            image_bgr = cv2.flip(image_bgr, 1)  # horizontal mirror
+            center[0] = w0 - center[0] - 1
+            boxes = flip_boxes_horizontal(boxes, w0)
+    in_h, in_w = input_size
+    out_h, out_w = in_h // down_ratio, in_w // down_ratio
+    trans_in = get_affine_transform(center, scale, 0, (in_w, in_h))
+    trans_out = get_affine_transform(center, scale, 0, (out_w, out_h))
+    image = warp_image(image_bgr, trans_in, (in_w, in_h))
+    out_boxes = transform_boxes(boxes, trans_out).astype(np.float32)  # [N, 4]
+    back = get_affine_transform(center, scale, 0, (out_w, out_h), inv=True)  # [2, 3]
+    if flipped:  # x_original = W0 - 1 - x_flipped
+        back = np.array([[-1, 0, w0 - 1], [0, 1, 0]], dtype=np.float64) @ np.vstack([back, [0, 0, 1]])
+    return image, out_boxes, np.asarray(back, dtype=np.float64)
+
+
 def make_sample(
     image_bgr: np.ndarray,
     boxes: np.ndarray,
@@ -70,28 +120,8 @@ def make_sample(
     Returns the targets of :func:`centernet.targets.encode` plus "image" float32 ``[3, H, W]``
     (normalised) and "affine" float32 ``[2, 3]`` mapping output-map pixels to original pixels.
     """
-    h0, w0 = image_bgr.shape[:2]
-    center, scale = letterbox_params((h0, w0), config.input_size)
-    flipped = False
-    if rng is not None:
-        scale *= float(rng.choice(np.arange(config.scale_range[0], config.scale_range[1], 0.1)))
-        wb, hb = _border(128, w0), _border(128, h0)
-        center[0] = rng.integers(low=wb, high=max(wb + 1, w0 - wb))
-        center[1] = rng.integers(low=hb, high=max(hb + 1, h0 - hb))
-        if rng.random() < config.flip_prob:
-            flipped = True
-            image_bgr = image_bgr[:, ::-1, :]
-            center[0] = w0 - center[0] - 1
-            boxes = flip_boxes_horizontal(boxes, w0)
-    in_h, in_w = config.input_size
-    out_h, out_w = config.output_size
-    trans_in = get_affine_transform(center, scale, 0, (in_w, in_h))
-    trans_out = get_affine_transform(center, scale, 0, (out_w, out_h))
-    image = warp_image(np.ascontiguousarray(image_bgr), trans_in, (in_w, in_h))
-    out_boxes = transform_boxes(boxes, trans_out).astype(np.float32)
-    targets = encode(out_boxes, classes, num_classes, (out_h, out_w), max_objs=config.max_objs,
+    image, out_boxes, back = letterbox_view(image_bgr, boxes, config.input_size, config.down_ratio, rng,
+                                            config.scale_range, config.flip_prob)
+    targets = encode(out_boxes, classes, num_classes, config.output_size, max_objs=config.max_objs,
                      min_overlap=config.min_overlap, radius_variant=config.radius_variant)
-    inverse = get_affine_transform(center, scale, 0, (out_w, out_h), inv=True)  # [2, 3]
-    if flipped:  # x_original = W0 - 1 - x_flipped
-        inverse = np.array([[-1, 0, w0 - 1], [0, 1, 0]], dtype=np.float64) @ np.vstack([inverse, [0, 0, 1]])
-    return {**targets, "image": normalize_image(image), "affine": inverse.astype(np.float32)}
+    return {**targets, "image": normalize_image(image), "affine": back.astype(np.float32)}

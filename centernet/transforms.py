@@ -92,12 +92,13 @@ def transform_points(points: np.ndarray, trans: np.ndarray) -> np.ndarray:
 def transform_boxes(boxes: np.ndarray, trans: np.ndarray) -> np.ndarray:
     """Map boxes ``[N, 4]`` (x1 y1 x2 y2) through an axis-aligned affine, corners only -> ``[N, 4]``.
 
-    Corner-wise like the official code (exact for scale + translation, which letterboxing is).
+    Corner-wise like the official code (exact for scale + translation, which letterboxing is);
+    corners are re-ordered so that x1 <= x2 and y1 <= y2 also after a mirroring affine.
     """
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    tl = transform_points(b[:, 0:2], trans)
-    br = transform_points(b[:, 2:4], trans)
-    return np.concatenate([tl, br], axis=1)
+    p1 = transform_points(b[:, 0:2], trans)
+    p2 = transform_points(b[:, 2:4], trans)
+    return np.concatenate([np.minimum(p1, p2), np.maximum(p1, p2)], axis=1)
 
 
 def invert_affine(trans: np.ndarray) -> np.ndarray:

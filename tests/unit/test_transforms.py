@@ -82,3 +82,18 @@ def test_normalize_batch_equals_normalize_image_for_uint8():
     np.testing.assert_allclose(normalize_batch(batch)[0].numpy(), normalize_image(img), rtol=1e-5, atol=1e-5)
     floats = torch.zeros(1, 3, 2, 2)
     assert normalize_batch(floats) is floats
+
+
+def test_augmented_view_maps_back_to_the_original_box_also_when_flipped():
+    from centernet.sample import letterbox_view
+
+    image = np.zeros((100, 150, 3), np.uint8)
+    box = np.array([[10.0, 20.0, 50.0, 60.0]])
+    mirrored = 0
+    for seed in range(12):
+        _, out_boxes, back = letterbox_view(image, box, (128, 128), 4, np.random.default_rng(seed))
+        np.testing.assert_allclose(transform_boxes(out_boxes, back), box, atol=1e-3)
+        mirrored += back[0, 0] < 0
+    assert 0 < mirrored < 12  # both flipped and unflipped views were drawn
+    mirror = np.array([[-1.0, 0, 99], [0, 1, 0]])
+    np.testing.assert_allclose(transform_boxes(box, mirror), [[49, 20, 89, 60]])
