@@ -14,13 +14,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from centernet.transforms import (
-    flip_boxes_horizontal,
-    get_affine_transform,
-    letterbox_params,
-    transform_boxes,
-    warp_image,
-)
+from centernet.sample import letterbox_view as core_letterbox_view
 from pipeline.schema import PrecomputeSettings
 
 # Official PCA lighting constants (applied to BGR images in [0, 1], as the official code does).
@@ -36,53 +30,21 @@ def view_rng(seed: int, image_id: int, view: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(words))
 
 
-def _border(border: int, size: int) -> int:
-    """The official ``_get_border``: largest border/2^i leaving room for the random center."""
-    i = 1
-    while size - border // i <= border // i:
-        i *= 2
-    return border // i
-
-
 def letterbox_view(
     image_bgr: np.ndarray,
     boxes: np.ndarray,
     settings: PrecomputeSettings,
     rng: np.random.Generator | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One (augmented with ``rng``, else plain letterboxed) view of an image.
+    """One (augmented with ``rng``, else plain letterboxed) view of an image at the settings' size.
 
-    Args:
-        image_bgr: ``[H0, W0, 3]`` uint8. boxes: ``[N, 4]`` x1 y1 x2 y2 original pixels.
-
-    Returns:
-        image ``[S, S, 3]`` uint8 BGR at the input size, boxes ``[N, 4]`` float32 in output-map
-        pixels (unclipped, as passed to ``encode``), and ``[2, 3]`` float64 affine mapping
-        output-map pixels back to original image pixels.
+    The official geometry of :func:`centernet.sample.letterbox_view`. Returns image ``[S, S, 3]``
+    uint8 BGR, boxes ``[N, 4]`` float32 in output-map pixels (unclipped, as passed to ``encode``),
+    and the ``[2, 3]`` float64 affine mapping output-map pixels back to original image pixels.
     """
-    h0, w0 = image_bgr.shape[:2]
-    center, scale = letterbox_params((h0, w0))
-    flipped = False
-    if rng is not None:
-        lo, hi = settings.scale_range
-        scale *= float(rng.choice(np.arange(lo, hi, 0.1)))
-        wb, hb = _border(128, w0), _border(128, h0)
-        center[0] = rng.integers(low=wb, high=max(wb + 1, w0 - wb))
-        center[1] = rng.integers(low=hb, high=max(hb + 1, h0 - hb))
-        if rng.random() < settings.flip_prob:
-            flipped = True
-            image_bgr = cv2.flip(image_bgr, 1)  # horizontal mirror
-            center[0] = w0 - center[0] - 1
-            boxes = flip_boxes_horizontal(boxes, w0)
-    size_in, size_out = settings.input_size, settings.output_size
-    trans_in = get_affine_transform(center, scale, 0, (size_in, size_in))
-    trans_out = get_affine_transform(center, scale, 0, (size_out, size_out))
-    image = warp_image(image_bgr, trans_in, (size_in, size_in))
-    out_boxes = transform_boxes(boxes, trans_out).astype(np.float32)  # [N, 4]
-    back = get_affine_transform(center, scale, 0, (size_out, size_out), inv=True)  # [2, 3]
-    if flipped:  # x_original = W0 - 1 - x_flipped
-        back = np.array([[-1, 0, w0 - 1], [0, 1, 0]], dtype=np.float64) @ np.vstack([back, [0, 0, 1]])
-    return image, out_boxes, np.asarray(back, dtype=np.float64)
+    size = settings.input_size
+    return core_letterbox_view(image_bgr, boxes, (size, size), size // settings.output_size, rng,
+                               settings.scale_range, settings.flip_prob)
 
 
 class ColorAugmenter:

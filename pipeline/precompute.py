@@ -339,7 +339,8 @@ def precompute(
     t_tasks = time.perf_counter()
     started_ray = False
     if todo and not ray.is_initialized():
-        ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False,
+                 _node_ip_address="127.0.0.1")  # a local instance stays on loopback
         started_ray = True
     written = 0
     try:

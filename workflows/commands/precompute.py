@@ -78,7 +78,7 @@ def command(
             modules = [str(Path(m.__file__).parent) for m in (centernet, pipeline)]
             ray.init(address=address, runtime_env={"py_modules": modules})
         else:
-            ray.init(address="local", num_cpus=workers, include_dashboard=False)
+            ray.init(address="local", num_cpus=workers, include_dashboard=False, _node_ip_address="127.0.0.1")
         started = True
     try:
         result = precompute(images, annotations, out, settings, chunk_size=chunk_size,
