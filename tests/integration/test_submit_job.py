@@ -35,12 +35,40 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
+def _start_head(temp_dir: str, env: dict[str, str]) -> tuple[subprocess.Popen, str, Path]:
+    """``ray start --head --block`` on 127.0.0.1 with distinct free ports; output to a log file."""
+    gcs, dash, agent, agent_grpc, metrics, rt_env, client, nm, om = _free_ports(9)
+    log = Path(temp_dir) / f"ray-start-{gcs}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(BIN / "ray"), "start", "--head", "--block", "--num-cpus", "2", "--port", str(gcs),
+             "--node-ip-address", "127.0.0.1", "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
+             "--dashboard-port", str(dash), "--dashboard-agent-listen-port", str(agent),
+             "--dashboard-agent-grpc-port", str(agent_grpc), "--metrics-export-port", str(metrics),
+             "--runtime-env-agent-port", str(rt_env), "--ray-client-server-port", str(client),
+             "--node-manager-port", str(nm), "--object-manager-port", str(om), "--temp-dir", temp_dir],
+            env=env, start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
+    return proc, f"http://127.0.0.1:{dash}", log
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=10)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 @pytest.fixture
 def head(monkeypatch):
     """A Ray head in its own process group (ports all distinct), killed by group id afterwards —
     `ray stop` would stop every Ray instance on the machine. Ray 2.60 turns token authentication
-    on for new clusters: the head, this process and the CLI share a token file of the test's own."""
-    gcs, dash, agent, agent_grpc, metrics, rt_env, client, nm, om = _free_ports(9)
+    on for new clusters: the head, this process and the CLI share a token file of the test's own.
+    A head that exits while starting (e.g. a free port taken meanwhile) is retried once on new ports."""
     temp_dir = tempfile.mkdtemp(prefix="rsub")
     token = Path(temp_dir) / "auth_token"
     token.write_text(secrets.token_hex(32))
@@ -48,36 +76,28 @@ def head(monkeypatch):
     monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(token))
     env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}", "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
-    proc = subprocess.Popen(
-        [str(BIN / "ray"), "start", "--head", "--block", "--num-cpus", "2", "--port", str(gcs),
-         "--node-ip-address", "127.0.0.1", "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
-         "--dashboard-port", str(dash), "--dashboard-agent-listen-port", str(agent),
-         "--dashboard-agent-grpc-port", str(agent_grpc), "--metrics-export-port", str(metrics),
-         "--runtime-env-agent-port", str(rt_env), "--ray-client-server-port", str(client),
-         "--node-manager-port", str(nm), "--object-manager-port", str(om), "--temp-dir", temp_dir],
-        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    address = f"http://127.0.0.1:{dash}"
+    procs = []
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                jobs_client(address).list_jobs()
-                break
-            except Exception:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("ray head did not come up") from None
-                time.sleep(1)
+        for attempt in range(2):
+            proc, address, log = _start_head(temp_dir, env)
+            procs.append(proc)
+            deadline = time.monotonic() + 180
+            while proc.poll() is None and time.monotonic() < deadline:
+                try:
+                    jobs_client(address).list_jobs()
+                    break
+                except Exception:
+                    time.sleep(1)
+            else:
+                _stop(proc)
+                if attempt == 1:
+                    raise RuntimeError(f"ray head did not come up; its output:\n{log.read_text()[-3000:]}")
+                continue
+            break
         yield address
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=10)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            pass
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        for proc in procs:
+            _stop(proc)
 
 
 def test_submit_training_job(head, tmp_path):
