@@ -8,10 +8,10 @@ STAMP := $(VENV)/.setup-stamp
 
 .PHONY: setup demo test lint bench check-torchvision clean
 
+# The CPU torch wheel goes in first: a bare `torch` requirement would otherwise pull a CUDA build.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	# CPU wheel first: a bare `torch` requirement would otherwise pull a multi-GB CUDA build.
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)

@@ -163,3 +163,26 @@ def test_pretrained_backbone_prefix(models, tmp_path):
     torch.save(imagenet, path)
     model = build_model("dla34", NUM_CLASSES, pretrained=str(path))
     torch.testing.assert_close(model.base.fc.weight.detach(), imagenet["fc.weight"], rtol=0, atol=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", list(SMALL_INPUTS))
+def test_forward_backward_at_512(models, arch):
+    """The paper's input size: 512x512 -> 128x128 heads, with a CenterNet loss backward pass."""
+    from centernet.losses import CenterNetLoss, combine_losses
+
+    model = models[arch]
+    model.train()
+    out = model(torch.randn(1, 3, 512, 512))
+    stacks = _outputs_as_list(out)
+    assert all(heads["hm"].shape == (1, NUM_CLASSES, 128, 128) for heads in stacks)
+    hm = torch.zeros(1, NUM_CLASSES, 128, 128)
+    hm[0, 1, 64, 32] = 1.0
+    batch = {"hm": hm, "ind": torch.tensor([[64 * 128 + 32]]), "mask": torch.ones(1, 1),
+             "wh": torch.tensor([[[10.0, 20.0]]]), "reg": torch.tensor([[[0.5, 0.5]]])}
+    loss = combine_losses(CenterNetLoss()(out, batch))
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    model.zero_grad(set_to_none=True)
