@@ -5,8 +5,13 @@ A transform is a ``[2, 3]`` float64 matrix mapping (x, y, 1) in the source image
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _rotate(point: np.ndarray, rot_rad: float) -> np.ndarray:

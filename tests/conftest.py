@@ -21,3 +21,14 @@ def shapes_dataset(tmp_path_factory):
     from centernet.synthetic import make_synthetic_coco
 
     return make_synthetic_coco(tmp_path_factory.mktemp("shapes"), 24, seed=11, category_ids=(2, 7, 90))
+
+
+@pytest.fixture(scope="module")
+def ray_local(tmp_path_factory):
+    """A local Ray instance (2 CPUs, no dashboard, on 127.0.0.1) for one test module."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
+             _temp_dir=str(tmp_path_factory.mktemp("ray")))
+    yield
+    ray.shutdown()

@@ -21,15 +21,6 @@ from workflows.train import TrainConfig, progress_actor_name, run_training
 pytestmark = pytest.mark.timeout(300)
 
 
-@pytest.fixture(scope="module")
-def ray_local(tmp_path_factory):
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
-             _temp_dir=str(tmp_path_factory.mktemp("ray")))
-    yield
-    ray.shutdown()
-
-
 def test_worker_killed_mid_epoch_resumes_from_checkpoint(tmp_path, ray_local, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlruns.db'}")
     data = make_synthetic_coco(tmp_path / "coco", 48, seed=0, image_size=(96, 128))

@@ -7,7 +7,6 @@ import os
 
 import numpy as np
 import pytest
-import ray
 import torch
 
 from centernet.checkpoint import load_checkpoint_file
@@ -23,15 +22,6 @@ from workflows.tracking import client
 from workflows.train import CHECKPOINT_FILE, TrainConfig, apply_batchnorm_mode, resume_config, run_training
 
 pytestmark = pytest.mark.timeout(420)
-
-
-@pytest.fixture(scope="module")
-def ray_local(tmp_path_factory):
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
-             _temp_dir=str(tmp_path_factory.mktemp("ray")))
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")
