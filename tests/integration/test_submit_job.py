@@ -16,9 +16,6 @@ from pathlib import Path
 import pytest
 
 from centernet.synthetic import make_synthetic_coco
-from pipeline.precompute import precompute
-from pipeline.schema import PrecomputeSettings
-from workflows.ray_runtime import jobs_client, wait_for_job
 from workflows.tracking import find_runs
 
 pytestmark = pytest.mark.timeout(400)
@@ -51,6 +48,21 @@ def _start_head(temp_dir: str, env: dict[str, str]) -> tuple[subprocess.Popen, s
     return proc, f"http://127.0.0.1:{dash}", log
 
 
+def _jobs_api_answers(address: str, env: dict[str, str]) -> bool:
+    """Whether the head's Jobs API answers, asked from a fresh interpreter: a Ray client inside
+    this test process may hold authentication state from the suite's earlier local instances."""
+    probe = f"from workflows.ray_runtime import jobs_client; jobs_client({address!r}).list_jobs()"
+    return subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, timeout=60).returncode == 0
+
+
+def _job_status(head: str, job_id: str, env: dict[str, str]) -> str:
+    """``centernet submit --status`` of a job: "<id>: STATUS ..." -> STATUS."""
+    out = subprocess.run([str(BIN / "centernet"), "submit", "--address", head, "--status", job_id],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split(":", 1)[1].split()[0]
+
+
 def _stop(proc: subprocess.Popen) -> None:
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
@@ -64,17 +76,18 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @pytest.fixture
-def head(monkeypatch):
+def head():
     """A Ray head in its own process group (ports all distinct), killed by group id afterwards —
     `ray stop` would stop every Ray instance on the machine. Ray 2.60 turns token authentication
-    on for new clusters: the head, this process and the CLI share a token file of the test's own.
+    on for new clusters: the head and the CLI processes share a token file of the test's own, given
+    to them through their environment only (this process's Ray state is left alone). Yields the
+    dashboard address and that environment.
     A head that exits while starting (e.g. a free port taken meanwhile) is retried once on new ports."""
     temp_dir = tempfile.mkdtemp(prefix="rsub")
     token = Path(temp_dir) / "auth_token"
     token.write_text(secrets.token_hex(32))
-    monkeypatch.setenv("RAY_AUTH_MODE", "token")
-    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(token))
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}", "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}", "RAY_USAGE_STATS_ENABLED": "0",
+           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
     env.pop("RAY_ADDRESS", None)
     procs = []
     try:
@@ -83,29 +96,31 @@ def head(monkeypatch):
             procs.append(proc)
             deadline = time.monotonic() + 180
             while proc.poll() is None and time.monotonic() < deadline:
-                try:
-                    jobs_client(address).list_jobs()
+                if _jobs_api_answers(address, env):
                     break
-                except Exception:
-                    time.sleep(1)
+                time.sleep(1)
             else:
                 _stop(proc)
                 if attempt == 1:
                     raise RuntimeError(f"ray head did not come up; its output:\n{log.read_text()[-3000:]}")
                 continue
             break
-        yield address
+        yield address, env
     finally:
         for proc in procs:
             _stop(proc)
 
 
 def test_submit_training_job(head, tmp_path):
+    head, head_env = head
     data = make_synthetic_coco(tmp_path / "coco", 8, seed=0, image_size=(96, 128))
-    precompute(data.images_dir, data.annotations, tmp_path / "train", PrecomputeSettings(input_size=64),
-               chunk_size=4, workers=1, progress=False)
+    pre = subprocess.run([str(BIN / "centernet"), "precompute", "--images", str(data.images_dir),
+                          "--annotations", str(data.annotations), "--out", str(tmp_path / "train"),
+                          "--input-size", "64", "--workers", "1", "--quiet"],
+                         capture_output=True, text=True, timeout=300)
+    assert pre.returncode == 0, pre.stderr[-3000:]
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
+    env = {**head_env, "MLFLOW_TRACKING_URI": uri}
     env.pop("RAY_ADDRESS", None)
     cmd = [str(BIN / "centernet"), "submit", "--address", head, "--", "--data", str(tmp_path / "train"),
            "--arch", "resnet18", "--epochs", "1", "--batch-size", "4", "--workers", "1",
@@ -114,12 +129,13 @@ def test_submit_training_job(head, tmp_path):
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     job_id = done.stdout.strip().splitlines()[-1]
-    client = jobs_client(head)
-    final = wait_for_job(client, job_id, timeout_s=240)
-    assert final == "SUCCEEDED", client.get_job_logs(job_id)[-3000:]
-    status = subprocess.run([str(BIN / "centernet"), "submit", "--address", head, "--status", job_id],
-                            env=env, capture_output=True, text=True, timeout=60)
-    assert "SUCCEEDED" in status.stdout
+    deadline = time.monotonic() + 240
+    while (final := _job_status(head, job_id, env)) not in ("SUCCEEDED", "FAILED", "STOPPED"):
+        assert time.monotonic() < deadline, f"job {job_id} still {final} after 240 s"
+        time.sleep(2)
+    logs = subprocess.run([str(BIN / "centernet"), "submit", "--address", head, "--logs", job_id],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert final == "SUCCEEDED", logs.stdout[-3000:]
     runs = find_runs(uri, filter_string="attributes.run_name = 'submitted'")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert runs[0].data.params["arch"] == "resnet18"
