@@ -1,6 +1,7 @@
 """The quick-start job: synthetic shapes dataset -> ResNet-18 CenterNet -> COCO AP -> picture.
 
-Runs in one process with plain PyTorch (``centernet.engine``), so it works on a laptop in minutes.
+Runs in one process with plain PyTorch (``centernet.engine``), so it works on a laptop in minutes,
+and records the run in MLflow (``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlruns.db`` here).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from centernet.models import build_model
 from centernet.sample import SampleConfig
 from centernet.synthetic import make_synthetic_coco
 from centernet.visualize import draw_detections, tile_images
+from workflows.tracking import RunLogger, finish_run, git_commit, resolve_tracking_uri, start_run
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,8 @@ class DemoResult:
     picture: Path
     checkpoint: Path
     seconds: float
+    tracking_uri: str
+    run_id: str
 
 
 def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig()) -> DemoResult:
@@ -96,6 +100,11 @@ def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig()) -> DemoResu
     criterion = CenterNetLoss()
     weights = validate_loss_weights({})
 
+    tracking_uri = resolve_tracking_uri()
+    run_id = start_run(tracking_uri, experiment="centernet-demo", run_name=f"demo-{config.arch}",
+                       params={**asdict(config), "lr_steps": config.lr_steps, "loss_weights": weights},
+                       tags={"arch": config.arch, "git_commit": git_commit() or "unknown", "job": "demo"})
+    tracker = RunLogger(tracking_uri, run_id)
     steps_per_epoch = len(train_loader)
     with tqdm(total=config.epochs * steps_per_epoch, desc="train", unit="step") as bar:
         for epoch in range(config.epochs):
@@ -109,6 +118,9 @@ def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig()) -> DemoResu
                                  weights=weights, device="cpu", on_step=on_step)
             scheduler.step()
             losses = result.mean_losses
+            tracker.log_metrics({**{f"loss/{k}": v for k, v in losses.items()},
+                                 "lr": optimizer.param_groups[0]["lr"], "images_per_s": result.images_per_second,
+                                 "data_wait_share": result.data_wait_share}, step=epoch + 1)
             bar.write(f"epoch {epoch + 1}/{config.epochs}: loss {losses['total']:.3f} (hm {losses['hm']:.3f} "
                       f"wh {losses['wh']:.3f} reg {losses['reg']:.3f}), {result.images_per_second:.1f} img/s, "
                       f"data wait {result.data_wait_share:.0%}, skipped {result.skipped_steps}")
@@ -122,7 +134,10 @@ def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig()) -> DemoResu
     seconds = time.perf_counter() - start
     (out / "metrics.json").write_text(json.dumps(
         {"config": asdict(config), "metrics": metrics.as_dict(), "seconds": round(seconds, 1)}, indent=2))
-    return DemoResult(metrics, picture, checkpoint, seconds)
+    tracker.flush()
+    finish_run(tracking_uri, run_id, metrics={f"val/{k}": v for k, v in metrics.as_dict().items()},
+               artifacts=[(picture, "previews"), (checkpoint, "checkpoints"), (out / "metrics.json", "")])
+    return DemoResult(metrics, picture, checkpoint, seconds, tracking_uri, run_id)
 
 
 def draw_validation_picture(model: torch.nn.Module, val_set: CocoSampleDataset, path: Path,

@@ -1,4 +1,8 @@
-"""Make a synthetic dataset, train a ResNet-18 CenterNet on it, evaluate COCO AP, draw predictions."""
+"""Make a synthetic dataset, train a ResNet-18 CenterNet on it, evaluate COCO AP, draw predictions.
+
+The run is recorded in MLflow: $MLFLOW_TRACKING_URI, else sqlite:///mlruns.db in the working
+directory (experiment "centernet-demo").
+"""
 
 from __future__ import annotations
 
@@ -33,4 +37,6 @@ def command(
     typer.echo(f"\nvalidation: AP {m.ap:.3f}  AP50 {m.ap50:.3f}  AP75 {m.ap75:.3f}")
     typer.echo("per class AP: " + ", ".join(f"{k} {v:.3f}" for k, v in m.per_class.items()))
     typer.echo(f"picture:    {result.picture}\ncheckpoint: {result.checkpoint}\n"
-               f"metrics:    {result.picture.parent / 'metrics.json'}\ntime:       {result.seconds / 60:.1f} min")
+               f"metrics:    {result.picture.parent / 'metrics.json'}\ntime:       {result.seconds / 60:.1f} min\n"
+               f"MLflow:     run {result.run_id} in {result.tracking_uri}\n"
+               f"            (browse: mlflow ui --backend-store-uri {result.tracking_uri} --host 127.0.0.1)")
