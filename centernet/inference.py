@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -47,6 +47,37 @@ def detections_to_results(
     return results
 
 
+def predict_loader(
+    model: nn.Module,
+    loader: Iterable[Mapping[str, Tensor]],
+    categories: CategoryMap,
+    image_sizes: Mapping[int, tuple[int, int]] | None = None,
+    *,
+    device: torch.device | str = "cpu",
+    k: int = 100,
+    flip_test: bool = False,
+    on_batch: Callable[[Tensor, Tensor], None] | None = None,
+) -> tuple[list[dict[str, Any]], list[int]]:
+    """COCO result dicts (original pixels, dataset category ids) of every image the loader yields,
+    and the ids of those images in order. ``on_batch(images, detections)`` sees each batch
+    (``[B, 3, H, W]`` as loaded, ``[B, K, 6]`` output-map pixels), e.g. to draw a preview."""
+    results: list[dict[str, Any]] = []
+    seen: list[int] = []
+    for batch in loader:
+        images = batch["image"].to(device, non_blocking=True)
+        dets = predict(model, images, k=k, flip_test=flip_test)
+        results += detections_to_results(dets, batch["image_id"], batch["affine"], categories, image_sizes)
+        seen += [int(i) for i in batch["image_id"]]
+        if on_batch is not None:
+            on_batch(images, dets)
+    return results, seen
+
+
+def image_sizes_of(gt: COCO) -> dict[int, tuple[int, int]]:
+    """``{image_id: (height, width)}`` of a ground truth."""
+    return {i: (img["height"], img["width"]) for i, img in gt.imgs.items()}
+
+
 def evaluate_model(
     model: nn.Module,
     loader: Iterable[Mapping[str, Tensor]],
@@ -62,11 +93,6 @@ def evaluate_model(
     Only the images the loader yields are evaluated (each once), against ``ground_truth``.
     """
     gt = ground_truth if isinstance(ground_truth, COCO) else load_ground_truth(ground_truth)
-    sizes = {i: (img["height"], img["width"]) for i, img in gt.imgs.items()}
-    results: list[dict[str, Any]] = []
-    seen: list[int] = []
-    for batch in loader:
-        dets = predict(model, batch["image"].to(device), k=k, flip_test=flip_test)
-        results += detections_to_results(dets, batch["image_id"], batch["affine"], categories, sizes)
-        seen += [int(i) for i in batch["image_id"]]
+    results, seen = predict_loader(model, loader, categories, image_sizes_of(gt), device=device, k=k,
+                                   flip_test=flip_test)
     return evaluate_coco(gt, results, image_ids=seen), results

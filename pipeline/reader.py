@@ -35,6 +35,7 @@ from pipeline.shards import (
     sha256,
     shard_metadata,
 )
+from pipeline.split import balanced_range, shares
 
 DEFAULT_BUFFER_SIZE = 128
 
@@ -61,13 +62,6 @@ def read_manifest(shard_dir: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def _split(total: int, parts: int, index: int) -> tuple[int, int]:
-    """[start, stop) of part ``index`` when ``total`` items are cut into ``parts`` balanced ranges."""
-    base, extra = divmod(total, parts)
-    start = index * base + min(index, extra)
-    return start, start + base + (1 if index < extra else 0)
-
-
 def samples_per_rank(shard_dir: str | Path | dict[str, Any], world_size: int) -> list[int]:
     """Samples each rank gets per epoch (balanced; differ by at most one).
 
@@ -76,8 +70,7 @@ def samples_per_rank(shard_dir: str | Path | dict[str, Any], world_size: int) ->
     if world_size < 1:
         raise ValueError(f"world_size must be >= 1, got {world_size!r}")
     manifest = shard_dir if isinstance(shard_dir, dict) else read_manifest(shard_dir)
-    total = int(manifest["num_samples"])
-    return [b - a for a, b in (_split(total, world_size, r) for r in range(world_size))]
+    return shares(int(manifest["num_samples"]), world_size)
 
 
 class _Shards:
@@ -259,8 +252,8 @@ class ShardDataset(_IterableDataset):
         order = list(range(len(counts)))
         if self.shuffle:
             random.Random(f"{self.seed}:{self.epoch}").shuffle(order)
-        r0, r1 = _split(sum(counts), self.world_size, self.rank)
-        w0, w1 = _split(r1 - r0, num_workers, worker)
+        r0, r1 = balanced_range(sum(counts), self.world_size, self.rank)
+        w0, w1 = balanced_range(r1 - r0, num_workers, worker)
         lo, hi = r0 + w0, r0 + w1
         segments, pos = [], 0
         for index in order:

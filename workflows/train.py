@@ -18,17 +18,18 @@ epochs, in the same MLflow run.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import os
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pipeline.loader import DataInfo, describe_data, in_lockstep, make_loader
 
 CHECKPOINT_FILE = "checkpoint.pt"
 RUN_META_FILE = "centernet_run.json"
@@ -186,147 +187,6 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-# ----------------------------------------------------------------------------------------- data
-@dataclass(frozen=True)
-class DataInfo:
-    """What a data directory holds: precomputed shards (``manifest.json``) or a COCO directory
-    (``images/`` + ``annotations.json``, made into samples in process)."""
-
-    path: str
-    kind: str  # "shards" | "coco"
-    classes: dict[str, Any]
-    num_samples: int
-    data_hash: str
-    input_size: int
-    annotations: str | None  # COCO ground truth for evaluation
-    manifest: str | None
-
-
-def _file_hash(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-
-
-def describe_data(path: str | Path, input_size: int = 512) -> DataInfo:
-    """Inspect a data directory; ``ValueError`` saying how to make one when it is neither kind."""
-    p = Path(path)
-    manifest = p / "manifest.json"
-    if manifest.is_file():
-        from pipeline.reader import read_manifest
-
-        m = read_manifest(p)
-        ann = m.get("clean_annotations") or "annotations.clean.json"
-        ann_path = p / ann if not Path(ann).is_absolute() else Path(ann)
-        size = m.get("input_size", input_size)
-        if isinstance(size, (list, tuple)):
-            size = size[0]
-        return DataInfo(str(p.resolve()), "shards", dict(m["classes"]), int(m.get("num_samples", 0)),
-                        _file_hash(manifest), int(size), str(ann_path) if ann_path.is_file() else None,
-                        str(manifest.resolve()))
-    ann_file = p / "annotations.json"
-    if ann_file.is_file() and (p / "images").is_dir():
-        from centernet.data import read_coco
-
-        coco = read_coco(ann_file)
-        return DataInfo(str(p.resolve()), "coco", coco.categories.to_dict(), len(coco.images),
-                        _file_hash(ann_file), int(input_size), str(ann_file.resolve()), None)
-    raise ValueError(
-        f"{p}: not a data directory: expected a shard directory with manifest.json (make one with "
-        "`centernet precompute --images DIR --annotations FILE --out DIR`) or a COCO directory with "
-        "images/ and annotations.json"
-    )
-
-
-class _RankSampler:
-    """Indices ``perm[rank::world_size]`` of a per-epoch permutation shared by every rank."""
-
-    def __init__(self, n: int, rank: int, world_size: int, shuffle: bool, seed: int):
-        self.n, self.rank, self.world_size, self.shuffle, self.seed = n, rank, world_size, shuffle, seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[int]:
-        import numpy as np
-
-        order = (np.random.default_rng((self.seed, self.epoch)).permutation(self.n) if self.shuffle
-                 else np.arange(self.n))
-        return iter(order[self.rank::self.world_size].tolist())
-
-    def __len__(self) -> int:
-        return len(range(self.rank, self.n, self.world_size))
-
-
-@dataclass
-class RankLoader:
-    """A DataLoader over one rank's share, with ``set_epoch`` forwarded to what reshuffles."""
-
-    loader: Any
-    epochal: list[Any]
-
-    def set_epoch(self, epoch: int) -> None:
-        for obj in self.epochal:
-            obj.set_epoch(epoch)
-
-    def __iter__(self):
-        return iter(self.loader)
-
-
-def make_loader(
-    info: DataInfo,
-    *,
-    rank: int,
-    world_size: int,
-    batch_size: int,
-    train: bool,
-    seed: int = 0,
-    loader_workers: int = 0,
-    pin_memory: bool = False,
-) -> RankLoader:
-    """A loader over rank ``rank``'s share of ``info`` (every sample on exactly one rank)."""
-    from torch.utils.data import DataLoader
-
-    common = dict(batch_size=batch_size, num_workers=loader_workers, pin_memory=pin_memory,
-                  drop_last=False)
-    if loader_workers > 0:
-        common["prefetch_factor"] = 4
-    if info.kind == "shards":
-        from pipeline.reader import ShardDataset
-
-        ds = ShardDataset(info.path, rank=rank, world_size=world_size, shuffle=train, seed=seed)
-        return RankLoader(DataLoader(ds, **common), [ds])
-    from centernet.dataset import CocoSampleDataset
-    from centernet.sample import SampleConfig
-
-    ds = CocoSampleDataset(Path(info.path) / "images", info.annotations,
-                           SampleConfig(input_size=(info.input_size, info.input_size)), augment=train,
-                           seed=seed)
-    sampler = _RankSampler(len(ds), rank, world_size, shuffle=train, seed=seed)
-    return RankLoader(DataLoader(ds, sampler=sampler, **common), [ds, sampler])
-
-
-def _in_lockstep(loader: Iterable[Mapping[str, Any]], world_size: int, seen: list[int] | None) -> Iterator[Any]:
-    """Yield batches while *every* rank still has one (ranks may hold unequal shares; DDP needs
-    the same number of steps everywhere). Image ids yielded are appended to ``seen``."""
-    import torch
-    import torch.distributed as dist
-
-    sync = world_size > 1 and dist.is_available() and dist.is_initialized()
-    it = iter(loader)
-    while True:
-        batch = next(it, None)
-        if sync:
-            flag = torch.tensor([0 if batch is None else 1], dtype=torch.int32)
-            dist.all_reduce(flag, op=dist.ReduceOp.MIN)  # gloo group, CPU tensor
-            if int(flag) == 0:
-                return
-        elif batch is None:
-            return
-        if seen is not None and "image_id" in batch:
-            seen.extend(int(i) for i in batch["image_id"])
-        yield batch
-
-
 # --------------------------------------------------------------------------------------- model
 def apply_batchnorm_mode(model: Any, mode: str) -> Any:
     """``"frozen"``: batch norm uses running statistics even in train mode (affine still trains),
@@ -408,37 +268,34 @@ def evaluate_distributed(
     module: Any, info: DataInfo, *, rank: int, world_size: int, batch_size: int, device: Any,
     preview_images: int = 0,
 ) -> tuple[dict[str, float] | None, Any]:
-    """COCO AP over the validation data: each rank predicts its share, detections are gathered on
-    rank 0, which evaluates every image exactly once. Returns (metrics on rank 0 else None,
-    (images, detections, heatmaps) of a few rank-0 images for the preview)."""
+    """COCO AP over the validation data: each rank predicts its share with
+    :func:`centernet.inference.predict_loader`, the results are gathered on rank 0, which scores
+    every image exactly once. Returns (metrics on rank 0 else None, (images, detections,
+    heatmaps) of a few rank-0 images for the preview)."""
     import torch
 
     from centernet.data import CategoryMap
-    from centernet.decode import decode
     from centernet.evaluate import evaluate_coco
-    from centernet.inference import detections_to_results, final_stack
+    from centernet.inference import final_stack, image_sizes_of, predict_loader
     from centernet.transforms import normalize_batch
 
     if info.annotations is None:
         raise ValueError(f"{info.path}: no ground-truth annotation file to evaluate against")
     gt = _ground_truth(info.annotations)
-    sizes = {i: (img["height"], img["width"]) for i, img in gt.imgs.items()}
     cats = CategoryMap.from_dict(info.classes)
     loader = make_loader(info, rank=rank, world_size=world_size, batch_size=batch_size, train=False)
-    results: list[dict[str, Any]] = []
-    seen: list[int] = []
-    preview = None
-    module.eval()
-    with torch.no_grad():
-        for batch in loader:
-            images = normalize_batch(batch["image"].to(device))  # uint8 BGR -> normalised float32
-            out = final_stack(module(images))
-            dets = decode(out["hm"], out["wh"], out["reg"], k=100)
-            results += detections_to_results(dets, batch["image_id"], batch["affine"], cats, sizes)
-            seen += [int(i) for i in batch["image_id"]]
-            if preview is None and preview_images > 0 and rank == 0:
-                n = preview_images
-                preview = (images[:n].cpu(), dets[:n].cpu(), torch.sigmoid(out["hm"][:n].float()).cpu())
+    preview: list[Any] = []
+
+    def keep_preview(images: Any, dets: Any) -> None:
+        if not preview and preview_images > 0 and rank == 0:
+            n = preview_images
+            images = normalize_batch(images[:n])
+            with torch.no_grad():
+                heat = torch.sigmoid(final_stack(module(images))["hm"].float())
+            preview.extend([images.cpu(), dets[:n].cpu(), heat.cpu()])
+
+    results, seen = predict_loader(module, loader, cats, image_sizes_of(gt), device=device,
+                                   on_batch=keep_preview)
     gathered = _gather((results, seen), world_size)
     if rank != 0:
         return None, None
@@ -448,7 +305,7 @@ def evaluate_distributed(
         dup = sorted({i for i in all_seen if all_seen.count(i) > 1})[:10]
         raise RuntimeError(f"validation images given to more than one rank (ids {dup}); reader sharding bug")
     metrics = evaluate_coco(gt, all_results, image_ids=all_seen).as_dict()
-    return metrics, preview
+    return metrics, (tuple(preview) if preview else None)
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
@@ -548,7 +405,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
                                      "global_step": global_step, "loss": step.total,
                                      "images_per_second": ips})
 
-        result = train_epoch(model, _in_lockstep(loader, world, seen), criterion=criterion,
+        result = train_epoch(model, in_lockstep(loader, world, seen), criterion=criterion,
                              optimizer=optimizer, weights=cfg.loss_weights, device=device,
                              max_grad_norm=cfg.max_grad_norm, amp_dtype=amp_dtype, scaler=scaler,
                              on_step=on_step, max_steps=cfg.max_steps_per_epoch)

@@ -9,9 +9,10 @@ from centernet.targets import encode
 from centernet.transforms import transform_boxes
 from pipeline.augment import ColorAugmenter, letterbox_view, view_rng
 from pipeline.precompute import encode_image
-from pipeline.reader import _split, decode_image, image_chw, render_heatmap
+from pipeline.reader import decode_image, image_chw, render_heatmap
 from pipeline.schema import IMAGE_FORMATS, SCHEMA_VERSION, PrecomputeSettings, check_manifest
 from pipeline.shards import encode_rows, iter_raw_rows, open_shard, own_row, resolve, shard_metadata
+from pipeline.split import balanced_range
 from pipeline.stats import merge_stats
 
 
@@ -50,7 +51,7 @@ def test_check_manifest_refuses_unknown_version_and_hash():
 @pytest.mark.parametrize("total", [0, 1, 7, 10, 101])
 @pytest.mark.parametrize("parts", [1, 2, 3, 4])
 def test_split_covers_each_index_once_balanced(total, parts):
-    ranges = [_split(total, parts, i) for i in range(parts)]
+    ranges = [balanced_range(total, parts, i) for i in range(parts)]
     covered = [j for a, b in ranges for j in range(a, b)]
     assert covered == list(range(total))
     sizes = [b - a for a, b in ranges]
