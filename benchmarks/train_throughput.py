@@ -39,9 +39,10 @@ def plain_loop(shards: Path, batch_size: int, epochs: int) -> tuple[float, float
 
 
 def ray_train(shards: Path, batch_size: int, epochs: int, workers: int, storage: Path) -> tuple[float, float]:
-    from workflows.train import TrainConfig, run_training
+    from workflows.train import run_training
+from workflows.train_config import TrainConfig
 
-    cfg = TrainConfig(data=str(shards), epochs=epochs, batch_size=batch_size, num_workers=workers,
+    cfg = TrainConfig(pretrained="none", data=str(shards), epochs=epochs, batch_size=batch_size, num_workers=workers,
                       loader_workers=1, storage_path=str(storage), name=f"bench-{workers}-{time.time_ns()}")
     out = run_training(cfg, show_progress=False)
     return out.metrics["images_per_second"], out.metrics["data_wait_share"]

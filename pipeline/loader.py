@@ -65,7 +65,8 @@ def describe_data(path: str | Path, input_size: int = 512) -> DataInfo:
         return DataInfo(str(local), "coco", coco.categories.to_dict(), len(coco.images),
                         _short_hash(ann_file.read_bytes()), int(input_size), str(ann_file), None)
     if "://" not in text and not local.exists():
-        raise ValueError(f"{text}: no such directory (resolved to {local})")
+        where = "" if str(local) == text else f" (resolved to {local})"
+        raise ValueError(f"{text}: no such directory{where}")
     raise ValueError(
         f"{text}: not a data directory: expected a shard directory with manifest.json (make one with "
         "`centernet precompute --images DIR --annotations FILE --out DIR`) or a COCO directory with "
@@ -166,3 +167,11 @@ def in_lockstep(loader: Iterable[Mapping[str, Any]], world_size: int,
         if seen is not None and "image_id" in batch:
             seen.extend(int(i) for i in batch["image_id"])
         yield batch
+
+
+def steps_per_epoch(num_samples: int, world_size: int, batch_size: int, max_steps: int | None = None) -> int:
+    """Optimisation steps of one epoch when ranks train in lockstep: the smallest rank's batches
+    (shares differ by at most one sample), capped by ``max_steps``."""
+    smallest = num_samples // world_size
+    steps = -(-smallest // batch_size)
+    return min(steps, max_steps) if max_steps is not None else steps

@@ -10,6 +10,7 @@ removed on the next run) and no manifest; rerunning finishes only what is missin
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -26,6 +27,7 @@ import pyarrow.fs as pafs
 from centernet.data import CategoryMap
 from centernet.targets import encode_sparse
 from pipeline.augment import ColorAugmenter, letterbox_view, view_rng
+from pipeline.ray_local import local_ray
 from pipeline.schema import (
     CLEAN_ANNOTATIONS_NAME,
     MANIFEST_NAME,
@@ -268,6 +270,19 @@ class _AtomicText:
                 self.fs.delete_file(self.tmp)
 
 
+def check_images_present(checked: JsonValidation, images_dir: str) -> None:
+    """``ValueError`` before any work when the image directory is missing or holds none of the
+    images the annotations list (a wrong ``--images``); single missing files are rejects instead."""
+    root = Path(images_dir)
+    if not root.is_dir():
+        raise ValueError(f"{images_dir}: image directory not found")
+    if checked.entries and not any((root / e.file_name).is_file() for e in checked.entries):
+        first = checked.entries[0].file_name
+        raise ValueError(f"{images_dir}: none of the {len(checked.entries)} images listed in "
+                         f"{checked.annotations_path} is there (the first is {first!r}); is --images the "
+                         "directory their file_name entries are relative to?")
+
+
 def precompute(
     images_dir: str | Path,
     annotations: str | Path,
@@ -304,12 +319,13 @@ def precompute(
     images_dir = str(Path(images_dir).resolve())
     annotations = Path(annotations).resolve()
     t_start = time.perf_counter()
+    checked = validate_coco_json(annotations)  # before anything is written: ValueError if not COCO
+    check_images_present(checked, images_dir)
     fs, out_path = resolve(out)
     out_uri = str(out) if "://" in str(out) else out_path
     fs.create_dir(out_path, recursive=True)
     remove_stale_temporaries(fs, out_path)
 
-    checked = validate_coco_json(annotations)
     if not checked.entries:
         _write_outputs(fs, out_path, checked, [])
         check_counts(checked.counts, str(annotations))  # raises: nothing survived
@@ -337,13 +353,10 @@ def precompute(
             fs.delete_file(info.path)  # shards of a previous, larger layout
 
     t_tasks = time.perf_counter()
-    started_ray = False
-    if todo and not ray.is_initialized():
-        ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False,
-                 _node_ip_address="127.0.0.1")  # a local instance stays on loopback
-        started_ray = True
     written = 0
-    try:
+    with contextlib.ExitStack() as stack:
+        if todo and not ray.is_initialized():  # the embedded instance, on loopback
+            stack.enter_context(local_ray(num_cpus=workers, dashboard=False))
         if todo:
             limit = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
             task = ray.remote(num_cpus=1, max_retries=2)(process_chunk)
@@ -374,9 +387,6 @@ def precompute(
                 raise
             finally:
                 bar.close()
-    finally:
-        if started_ray:
-            ray.shutdown()
 
     t_finish = time.perf_counter()
     shards: list[dict[str, Any]] = [e for e in entries if e is not None]

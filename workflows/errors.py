@@ -12,3 +12,10 @@ class UserError(Exception):
     """A problem with what the user asked for; the message says what and how to fix it."""
 
     exit_code = 2
+
+
+class JobFailed(UserError):
+    """A job (training, search, precompute) failed; the message is its one-line cause and where
+    the full log is. Exit status 1."""
+
+    exit_code = 1

@@ -4,10 +4,14 @@ environment that carries settings to workers, and the Ray Jobs API for submitted
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from workflows.errors import UserError
 
 # Variables forwarded from the driver (or the submitter) to every Ray worker when set.
 FORWARDED_ENV = ("MLFLOW_TRACKING_URI", "CENTERNET_GIT_COMMIT", "MLFLOW_TRACKING_USERNAME",
@@ -30,40 +34,93 @@ def worker_env_vars(tracking_uri: str | None = None, extra: Mapping[str, str] | 
     return env
 
 
+def probe_address(address: str | None, *, timeout_s: float = 5.0) -> None:
+    """Fail fast, in one line, when a Ray address (``host:port``, ``ray://host:port`` or an
+    ``http://`` dashboard address) does not accept connections; Ray itself would retry for minutes.
+    ``None`` and ``"auto"`` are left to Ray."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if not address or address == "auto":
+        return
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    if not parts.hostname or not parts.port:
+        raise UserError(f"--address {address}: expected host:port, ray://host:port or http://host:port")
+    try:
+        with socket.create_connection((parts.hostname, parts.port), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise UserError(f"cannot reach the Ray cluster at {address} ({reason}); is its head running "
+                        "and the address right?") from None
+
+
+@dataclass(frozen=True)
+class RaySession:
+    """The Ray a command runs on: its address, whether this process started it, and where its
+    logs are (the local session's log directory; ``None`` on a cluster)."""
+
+    address: str | None
+    started: bool
+    log_dir: str | None
+
+
 @contextlib.contextmanager
 def ray_session(
     address: str | None = None,
     *,
     env_vars: Mapping[str, str] | None = None,
     num_cpus: int | None = None,
-) -> Iterator[dict[str, Any]]:
-    """Connect to Ray for the duration of the block.
+    verbose: bool = False,
+    dashboard: bool = True,
+    ship_code: bool = False,
+) -> Iterator[RaySession]:
+    """Ray for the duration of the block.
 
-    ``address=None``: an existing connection is reused (e.g. inside a submitted job, where
-    ``RAY_ADDRESS`` points at the cluster), otherwise a local instance starts in process, with the
-    dashboard off and bound to 127.0.0.1. ``address="auto"``, ``"host:6379"`` or
-    ``"ray://host:10001"``: that cluster. ``env_vars`` go to every worker of a local instance through
-    the job's runtime environment (on a cluster, pass them as the trainer's ``worker_runtime_env``).
-    The connection this function opened is closed on exit.
+    An existing connection is reused. ``address=None`` and no ``$RAY_ADDRESS``: the embedded
+    instance of :func:`pipeline.ray_local.local_ray` (loopback only, dashboard on 127.0.0.1), with
+    ``env_vars`` for every worker. ``address="auto"``, ``"host:6379"`` or ``"ray://host:10001"``
+    (or ``$RAY_ADDRESS``, as inside a submitted job): that cluster; an unreachable one is a
+    :class:`workflows.errors.UserError`. ``ship_code``: send this project's packages to the
+    cluster's workers (``py_modules``) for code that runs in plain Ray tasks. The connection this
+    function opened is closed on exit.
     """
     import ray
 
+    from pipeline.ray_local import local_ray, quiet_ray_loggers
+
     if ray.is_initialized():
-        yield {"address": None, "started": False}
+        yield RaySession(None, False, None)
         return
-    kwargs: dict[str, Any] = {"log_to_driver": True}
     if address is None and not os.environ.get("RAY_ADDRESS"):
-        kwargs.update(include_dashboard=False, num_cpus=num_cpus, _node_ip_address="127.0.0.1",
-                      runtime_env={"env_vars": dict(env_vars)} if env_vars else None)
-    else:
-        # On a cluster (or inside a submitted job, whose own runtime env Ray refuses to merge
-        # with a driver's), the variables travel in the trainer's worker runtime env instead.
-        kwargs["address"] = address
-    ctx = ray.init(**kwargs)
+        with local_ray(num_cpus=num_cpus, verbose=verbose, dashboard=dashboard,
+                       env_vars=dict(env_vars or {})) as local:
+            yield RaySession(local.address, True, f"{local.session_dir}/logs")
+        return
+    quiet_ray_loggers(verbose)
+    probe_address(address)
+    # On a cluster (or inside a submitted job, whose own runtime env Ray refuses to merge with a
+    # driver's) the variables travel in the trainer's worker runtime env instead.
+    runtime_env = {"py_modules": project_modules()} if ship_code and address else None
     try:
-        yield {"address": getattr(ctx, "address_info", {}).get("address"), "started": True}
+        ray.init(address=address, log_to_driver=verbose, runtime_env=runtime_env,
+                 logging_level=logging.INFO if verbose else logging.ERROR)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = address or os.environ.get("RAY_ADDRESS")
+        raise UserError(f"cannot connect to the Ray cluster at {where}: {' '.join(str(exc).split())[:300]}") from None
+    try:
+        yield RaySession(address or os.environ.get("RAY_ADDRESS"), True, None)
     finally:
         ray.shutdown()
+
+
+def project_modules() -> list[str]:
+    """The directories of this project's packages (for a runtime environment's ``py_modules``)."""
+    import centernet
+    import pipeline
+    import workflows
+
+    return [str(Path(m.__file__).parent) for m in (centernet, pipeline, workflows)]
 
 
 def job_runtime_env(

@@ -16,7 +16,9 @@ from centernet.synthetic import make_synthetic_coco
 from pipeline.precompute import precompute
 from pipeline.schema import PrecomputeSettings
 from workflows.tracking import client
-from workflows.train import TrainConfig, progress_actor_name, run_training
+from workflows.progress import progress_actor_name
+from workflows.train import run_training
+from workflows.train_config import TrainConfig
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -26,7 +28,7 @@ def test_worker_killed_mid_epoch_resumes_from_checkpoint(tmp_path, ray_local, mo
     data = make_synthetic_coco(tmp_path / "coco", 48, seed=0, image_size=(96, 128))
     precompute(data.images_dir, data.annotations, tmp_path / "train", PrecomputeSettings(input_size=64),
                chunk_size=8, progress=False)
-    cfg = TrainConfig(data=str(tmp_path / "train"), epochs=3, batch_size=2, num_workers=2, lr=1e-3,
+    cfg = TrainConfig(pretrained="none", data=str(tmp_path / "train"), epochs=3, batch_size=2, num_workers=2, lr=1e-3,
                       loader_workers=0, max_failures=2, storage_path=str(tmp_path / "results"), name="fault")
     outcome: dict = {}
 

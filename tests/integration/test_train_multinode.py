@@ -12,7 +12,8 @@ from centernet.synthetic import make_synthetic_coco
 from pipeline.precompute import precompute
 from pipeline.reader import samples_per_rank
 from pipeline.schema import PrecomputeSettings
-from workflows.train import TrainConfig, run_training
+from workflows.train import run_training
+from workflows.train_config import TrainConfig
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -47,7 +48,7 @@ def two_nodes(tmp_path_factory):
 
 def test_one_worker_per_node_each_reads_its_share(shards, two_nodes, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlruns.db'}")
-    cfg = TrainConfig(data=str(shards), epochs=1, batch_size=2, num_workers=2, lr=1e-3, loader_workers=0,
+    cfg = TrainConfig(pretrained="none", data=str(shards), epochs=1, batch_size=2, num_workers=2, lr=1e-3, loader_workers=0,
                       storage_path=str(tmp_path / "results"), name="two-nodes")
     out = run_training(cfg, address=two_nodes.address, show_progress=False)
     shares = sorted(out.summary["shares"], key=lambda s: s["rank"])

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from centernet.batchnorm import apply_batchnorm_mode
 from centernet.checkpoint import load_checkpoint_file
 from centernet.data import CategoryMap
 from centernet.inference import evaluate_model, predict
@@ -19,7 +20,9 @@ from pipeline.precompute import precompute
 from pipeline.reader import ShardDataset, iter_samples, read_manifest
 from pipeline.schema import PrecomputeSettings
 from workflows.tracking import client
-from workflows.train import CHECKPOINT_FILE, TrainConfig, apply_batchnorm_mode, resume_config, run_training
+from workflows.train import resume_config, run_training
+from workflows.train_config import TrainConfig
+from workflows.train_worker import CHECKPOINT_FILE
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -50,7 +53,7 @@ def shards(tmp_path_factory, ray_local):
 
 @pytest.fixture(scope="module")
 def first_run(shards, tracking, tmp_path_factory):
-    cfg = TrainConfig(data=str(shards / "train"), val_data=str(shards / "val"), arch="resnet18", epochs=2,
+    cfg = TrainConfig(pretrained="none", data=str(shards / "train"), val_data=str(shards / "val"), arch="resnet18", epochs=2,
                       batch_size=4, num_workers=2, lr=2e-3, loader_workers=0, preview_images=2,
                       storage_path=str(tmp_path_factory.mktemp("results")), name="two-workers",
                       keep_checkpoints=2)
@@ -142,7 +145,7 @@ def test_ddp_two_workers_equal_one_worker_with_double_batch(tmp_path, ray_local,
         assert int(s["mask"].sum()) == 2 and int((s["hm"] == 1).sum()) == 2
     results = {}
     for workers, batch in ((1, 4), (2, 2)):
-        cfg = TrainConfig(data=str(tmp_path / "shards"), epochs=1, batch_size=batch, num_workers=workers,
+        cfg = TrainConfig(pretrained="none", data=str(tmp_path / "shards"), epochs=1, batch_size=batch, num_workers=workers,
                           lr=1e-4, batchnorm="frozen", loader_workers=0, max_steps_per_epoch=1,
                           storage_path=str(tmp_path / "results"), name=f"ddp-{workers}")
         out = run_training(cfg, show_progress=False)
@@ -168,7 +171,7 @@ def test_config_validation_names_the_bad_value(tmp_path):
         TrainConfig(data="x", arch="nope")
     with pytest.raises(ValueError, match="amp"):
         TrainConfig(data="x", amp="bf16")
-    with pytest.raises(ValueError, match="unknown training config keys"):
+    with pytest.raises(ValueError, match="unknown key .epochz."):
         TrainConfig.from_dict({"data": "x", "epochz": 3})
     with pytest.raises(ValueError, match="lr_steps"):
         TrainConfig(data="x", lr_steps=(120, 90))

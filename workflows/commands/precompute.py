@@ -12,6 +12,8 @@ from pathlib import Path
 
 import typer
 
+from workflows.console import VERBOSE_HELP
+
 EXAMPLES = """Examples:
 
   # training shards: official augmentation, 2 augmented views per image, 4 local Ray workers
@@ -57,35 +59,30 @@ def command(
     max_objs: int = typer.Option(128, min=1, help="Object slots per sample (official 128)."),
     chunk_size: int = typer.Option(64, min=1, help="Images per Ray task and per shard."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP),
 ) -> None:
-    import ray
-
-    import centernet
-    import pipeline
     from pipeline.precompute import precompute
     from pipeline.schema import PrecomputeSettings
-    from pipeline.stats import summary_line
+    from workflows.errors import UserError
+    from workflows.ray_runtime import ray_session
+    from workflows.user_paths import on_cluster, resolve_user_path
 
+    cluster = on_cluster(address)
+    images_dir = resolve_user_path(str(images), option="--images", on_cluster=cluster)
+    annotations_file = resolve_user_path(str(annotations), option="--annotations", on_cluster=cluster)
+    out_dir = resolve_user_path(out, option="--out", on_cluster=cluster)
     try:
         settings = PrecomputeSettings(input_size=input_size, views=views, augment=not no_augment,
                                       radius_variant=radius_variant.value, seed=seed, max_objs=max_objs,
                                       image_format=image_format.value)
     except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    started = False
-    if not ray.is_initialized():
-        if address:
-            modules = [str(Path(m.__file__).parent) for m in (centernet, pipeline)]
-            ray.init(address=address, runtime_env={"py_modules": modules})
-        else:
-            ray.init(address="local", num_cpus=workers, include_dashboard=False, _node_ip_address="127.0.0.1")
-        started = True
+        raise UserError(str(exc)) from None
     try:
-        result = precompute(images, annotations, out, settings, chunk_size=chunk_size,
-                            workers=workers, progress=not quiet)
-    finally:
-        if started:
-            ray.shutdown()
+        with ray_session(address, num_cpus=workers, dashboard=False, verbose=verbose, ship_code=True):
+            result = precompute(images_dir, annotations_file, out_dir, settings, chunk_size=chunk_size,
+                                workers=workers, progress=not quiet)
+    except (ValueError, FileNotFoundError) as exc:
+        raise UserError(str(exc)) from None
     m = result.manifest
     c = m["counts"]
     typer.echo(f"images:      {c['images_input']} in, {c['images_accepted']} accepted, "
