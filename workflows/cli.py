@@ -79,19 +79,19 @@ def build_app() -> typer.Typer:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point: run the command, report errors as one line."""
-    import click
+    from typer.exceptions import TyperException
 
-    args = list(sys.argv[1:] if argv is None else argv)
+    args = list(sys.argv[1:] if argv is None else argv) or ["--help"]
     verbose = any(a in VERBOSE_FLAGS for a in args)
     configure_output(verbose)
     try:
         code = build_app()(args=args, prog_name="centernet", standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         code = exc.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         _fail("aborted", 130)
-    except click.ClickException as exc:  # usage errors: unknown option, bad value, missing argument
-        _fail(exc.format_message(), exc.exit_code)
+    except TyperException as exc:  # usage errors: unknown option, bad value, missing argument
+        _fail(exc.format_message(), getattr(exc, "exit_code", 2))
     except UserError as exc:
         if verbose:
             raise
