@@ -202,6 +202,9 @@ def encode(
 ) -> dict[str, np.ndarray] | tuple[dict[str, np.ndarray], EncodeStats]:
     """Encode boxes as CenterNet training targets, exactly as the official ``ctdet`` dataset does.
 
+    Bit-identical to the target loop of the official ``CTDetDataset.__getitem__`` on the same boxes
+    after its affine (checked against its outputs in the tests), vectorised except for the drawing.
+
     Args:
         boxes: ``[N, 4]`` x1 y1 x2 y2 in output-map pixels.
         classes: ``[N]`` contiguous class indices in ``0..num_classes-1``.
