@@ -279,12 +279,3 @@ def render_heatmap(
     hm = np.zeros(num_classes * int(output_size[0]) * int(output_size[1]), dtype=np.float32)
     hm[np.asarray(hm_index, dtype=np.int64)] = hm_value
     return hm.reshape(num_classes, int(output_size[0]), int(output_size[1]))
-
-
-def output_size_for(input_size: tuple[int, int], down_ratio: int = 4) -> tuple[int, int]:
-    """(H, W) of the output map for an (H, W) input at the given output stride."""
-    h, w = input_size
-    if h % down_ratio or w % down_ratio:
-        raise ValueError(f"input size {input_size!r} must be divisible by the stride {down_ratio}")
-    return h // down_ratio, w // down_ratio
-

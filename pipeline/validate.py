@@ -343,11 +343,3 @@ def validate_dataset(images_dir: str | Path, annotations: str | Path) -> Dataset
         rejects.extend(r.rejects)
     check_counts(counts, str(annotations))
     return DatasetValidation(checked, results, rejects, counts)
-
-
-def clean_coco(checked: JsonValidation, images: list[dict[str, Any]],
-               annotations: list[dict[str, Any]]) -> dict[str, Any]:
-    """The cleaned COCO dict (accepted and repaired items, sorted by id) for evaluation."""
-    return {**checked.info,
-            "images": sorted(images, key=lambda d: d["id"]),
-            "annotations": sorted(annotations, key=lambda d: d["id"])}
