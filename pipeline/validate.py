@@ -186,7 +186,7 @@ def decode_image(path: str | Path) -> tuple[np.ndarray, list[str]]:
     Returns the image and the repairs made (grayscale/RGBA/palette/16-bit converted, EXIF rotated).
     ``ImageRejected`` for missing, zero-byte, unreadable or truncated files.
     """
-    from PIL import Image, ImageOps  # Pillow ships with matplotlib
+    from PIL import Image, ImageOps
 
     path = str(path)
     try:
