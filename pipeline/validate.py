@@ -8,6 +8,8 @@ size (inside the precompute tasks). :func:`validate_dataset` runs both serially.
 Reject/repair records (one per item, written to ``rejects.jsonl``) are dicts with ``file``,
 ``image_id``, ``annotation_id``, ``item`` ("image" | "annotation"), ``action`` ("rejected" |
 "repaired") and ``reason``. Counts per item kind satisfy ``input == accepted + repaired + rejected``.
+Crowd (``iscrowd``) annotations are counted there like any other and once more as
+``annotations_crowd``; they stay in the clean annotations but are never training targets.
 """
 
 from __future__ import annotations
@@ -246,7 +248,10 @@ def validate_entry(entry: ImageEntry, images_dir: str | Path, categories: Catego
     """Open one image and decide it and each of its annotations.
 
     Boxes partly outside the image are clipped (repaired), wholly outside rejected. ``iscrowd``
-    annotations are accepted into the clean annotations but kept out of the training boxes.
+    annotations are accepted or repaired like any other (and counted once more, as
+    ``annotations_crowd``), kept in the clean annotations with ``iscrowd=1`` so that pycocotools
+    ignores detections on them, and left out of the training boxes, as mmdetection does. The official
+    ctdet loader trains on crowd boxes like any other box.
     """
     counts = Counter()
     rejects: list[dict[str, Any]] = []
