@@ -90,10 +90,19 @@ def test_get_affine_transform_equals_official():
         np.testing.assert_array_equal(ours, expected)
 
 
+def _cases(fixture: str, prefix: str, width: int) -> list[tuple[str, dict[str, np.ndarray]]]:
+    """(name, arrays) of each case of a fixture that stores case ``i`` as ``{prefix}{i}_{key}`` (``i``
+    zero-padded to ``width`` digits) and the case names as ``{prefix}_names``."""
+    data = _load(fixture)
+    cases = []
+    for i, name in enumerate(data[f"{prefix}_names"]):
+        head = f"{prefix}{i:0{width}d}_"
+        cases.append((str(name), {k[len(head):]: v for k, v in data.items() if k.startswith(head)}))
+    return cases
+
+
 def _ctdet_cases() -> list[tuple[str, dict[str, np.ndarray]]]:
-    data = _load("official_ctdet_targets")
-    return [(str(name), {k[len(f"ctdet{i:02d}_"):]: v for k, v in data.items() if k.startswith(f"ctdet{i:02d}_")})
-            for i, name in enumerate(data["ctdet_names"])]
+    return _cases("official_ctdet_targets", "ctdet", width=2)
 
 
 @pytest.mark.parametrize("name, case", _ctdet_cases(), ids=[n for n, _ in _ctdet_cases()])
@@ -174,9 +183,7 @@ def test_reg_l1_loss_equals_official():
 
 
 def _decode_cases() -> list[tuple[str, dict[str, np.ndarray]]]:
-    data = _load("official_decode")
-    return [(str(name), {k[len(f"decode{i}_"):]: v for k, v in data.items() if k.startswith(f"decode{i}_")})
-            for i, name in enumerate(data["decode_names"])]
+    return _cases("official_decode", "decode", width=1)
 
 
 @pytest.mark.parametrize("name, case", _decode_cases(), ids=[n for n, _ in _decode_cases()])
