@@ -89,7 +89,12 @@ def xyxy_to_xywh(boxes: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ImageRecord:
-    """One image with its training annotations (``iscrowd`` ones left out, as official)."""
+    """One image with its training annotations.
+
+    ``iscrowd`` annotations are left out of the training boxes, as mmdetection does; the official
+    ctdet loader trains on them like any other box. pycocotools evaluation, which reads them from
+    the annotation file, treats them as regions to ignore.
+    """
 
     image_id: int
     file_name: str
@@ -126,7 +131,7 @@ def load_coco_json(path: str | Path) -> dict[str, Any]:
 
 
 def read_coco(path: str | Path) -> CocoDataset:
-    """Parse a COCO annotation file into contiguous-class records.
+    """Parse a COCO annotation file into contiguous-class records, without ``iscrowd`` boxes.
 
     Strict: an annotation with an unknown category or image id raises, naming it. Use
     ``pipeline.validate`` to accept, repair or reject items of an untrusted dataset instead.

@@ -20,14 +20,28 @@ def peak_nms(heat: Tensor, kernel: int = 3) -> Tensor:
     return heat * (hmax == heat).to(heat.dtype)
 
 
+def top_peaks(peaks: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The ``k`` highest of ``peaks`` ``[B, C, H, W]`` over C*H*W, as the official ``_topk``.
+
+    Two stages, as the official code: the top ``k`` of each class, then the top ``k`` of those. The
+    scores equal those of one top-k over C*H*W; among equal scores the same peaks are picked as by
+    the official decode, whose two ``torch.topk`` calls these are. ``k`` is capped at C*H*W.
+    Returns scores ``[B, K]`` (descending), classes ``[B, K]`` and flat pixel indices ``[B, K]``
+    (y * W + x), both int64.
+    """
+    b, c, h, w = peaks.shape
+    k_class = min(k, h * w)
+    class_scores, class_pix = torch.topk(peaks.reshape(b, c, h * w), k_class)  # [B, C, Kc]
+    scores, picked = torch.topk(class_scores.reshape(b, c * k_class), min(k, c * k_class))  # [B, K]
+    classes = torch.div(picked, k_class, rounding_mode="floor")  # [B, K]
+    pix = class_pix.reshape(b, c * k_class).gather(1, picked)  # [B, K]
+    return scores, classes, pix
+
+
 def decode_probs(heat: Tensor, wh: Tensor, reg: Tensor, k: int = 100) -> Tensor:
     """Like :func:`decode` but from heatmap probabilities ``[B, C, H, W]`` (already sigmoid)."""
-    b, c, h, w = heat.shape
-    k = min(k, c * h * w)
-    peaks = peak_nms(heat.float())
-    scores, inds = torch.topk(peaks.reshape(b, -1), k)  # [B, K] over C*H*W
-    classes = torch.div(inds, h * w, rounding_mode="floor")  # [B, K]
-    pix = inds % (h * w)  # [B, K] flat pixel index y*W + x
+    w = heat.shape[3]
+    scores, classes, pix = top_peaks(peak_nms(heat.float()), k)  # [B, K] each
     ys = torch.div(pix, w, rounding_mode="floor").float()
     xs = (pix % w).float()
     off = gather_at(reg.float(), pix)  # [B, K, 2]
@@ -43,11 +57,14 @@ def decode_probs(heat: Tensor, wh: Tensor, reg: Tensor, k: int = 100) -> Tensor:
 def decode(hm_logits: Tensor, wh: Tensor, reg: Tensor, k: int = 100) -> Tensor:
     """Detections ``[B, K, 6]`` (x1 y1 x2 y2 score class) in output-map pixels.
 
+    The official ``ctdet_decode`` on ``sigmoid(hm_logits)`` (checked against its outputs in the tests).
+
     Args:
         hm_logits: ``[B, C, H, W]`` heatmap logits.
         wh: ``[B, 2, H, W]`` box sizes (w, h) in output pixels.
         reg: ``[B, 2, H, W]`` sub-pixel center offsets.
-        k: detections per image (top-k over all C*H*W peak scores), sorted by score.
+        k: detections per image (top-k over all C*H*W peak scores, see :func:`top_peaks`), sorted
+            by score; capped at C*H*W.
     """
     return decode_probs(torch.sigmoid(hm_logits.float()), wh, reg, k)
 
@@ -67,8 +84,11 @@ def boxes_to_original(dets: np.ndarray, affine: np.ndarray, image_hw: tuple[int,
     """Map detections ``[K, 6]`` from output-map pixels to original-image pixels.
 
     ``affine`` ``[2, 3]`` maps output-map pixels to the original image (the official
-    ``get_affine_transform(c, s, 0, out_size, inv=1)``). Boxes are clipped to the image if its
-    (H, W) is given.
+    ``get_affine_transform(c, s, 0, out_size, inv=1)``). With ``image_hw=None`` the boxes are left
+    as mapped, as the official post-processing (``ctdet_post_process``) leaves them. Given the
+    image's (H, W) they are clipped to it: a deviation from the official code, which this project's
+    evaluation makes (``centernet.inference`` passes the image sizes); clipping never lowers a box's
+    IoU with a ground-truth box inside the image, so it can change AP slightly.
     """
     out = np.array(dets, dtype=np.float64).reshape(-1, 6)
     out[:, :4] = transform_boxes(out[:, :4], affine)

@@ -13,6 +13,7 @@ import numpy as np
 
 from centernet.targets import encode
 from centernet.transforms import (
+    check_input_size,
     flip_boxes_horizontal,
     get_affine_transform,
     letterbox_params,
@@ -35,9 +36,7 @@ class SampleConfig:
     flip_prob: float = 0.5
 
     def __post_init__(self) -> None:
-        h, w = self.input_size
-        if h % 32 or w % 32 or h <= 0 or w <= 0:
-            raise ValueError(f"input_size must be positive multiples of 32, got {self.input_size!r}")
+        check_input_size(self.input_size)
 
     @property
     def output_size(self) -> tuple[int, int]:

@@ -20,10 +20,11 @@ def gaussian_radius(
 
     The minimum over the three cases of CornerNet (both corners inside, both outside, one of each).
 
-    ``variant="official"`` reproduces the formula of the official CenterNet/CornerNet code, which
-    drops the ``2a`` denominator of the quadratic formula (and uses ``+sqrt`` in two cases); the
-    published models were trained with it and its radii are about 3x the exact ones at IoU 0.7.
-    ``variant="corrected"`` is the exact solution of the three quadratics (as mmdetection uses).
+    ``variant="official"`` reproduces the formula of the official CenterNet/CornerNet code
+    (``gaussian_radius`` of ``src/lib/utils/image.py``, bit for bit), which takes the ``+sqrt`` root in
+    the first two cases and divides by 2 instead of ``2a`` in the last two; the published models were
+    trained with it. At IoU 0.7 its radii are 3.3-4x the exact ones. ``variant="corrected"`` is the
+    exact solution of the three quadratics (as mmdetection uses).
     """
     if variant not in RADIUS_VARIANTS:
         raise ValueError(f"variant must be one of {RADIUS_VARIANTS}, got {variant!r}")
@@ -86,7 +87,8 @@ def gaussian_kernel(radius: int) -> np.ndarray:
 def draw_gaussian(heatmap: np.ndarray, center: tuple[int, int], radius: int) -> np.ndarray:
     """Element-wise max of a Gaussian of ``radius`` into ``heatmap`` ``[H, W]`` around ``center`` (x, y).
 
-    Modifies ``heatmap`` in place and returns it (the official ``draw_umich_gaussian``).
+    Modifies ``heatmap`` in place and returns it (the official ``draw_umich_gaussian``, bit for bit).
+    A center outside the map draws the part of the Gaussian that falls inside it.
     """
     if radius < 0:
         raise ValueError(f"radius must be >= 0, got {radius!r}")
@@ -95,7 +97,7 @@ def draw_gaussian(heatmap: np.ndarray, center: tuple[int, int], radius: int) -> 
     height, width = heatmap.shape[0:2]
     left, right = min(x, radius), min(width - x, radius + 1)
     top, bottom = min(y, radius), min(height - y, radius + 1)
-    if left + right <= 0 or top + bottom <= 0 or x < 0 or y < 0:
+    if left + right <= 0 or top + bottom <= 0:  # wholly outside the map
         return heatmap
     region = heatmap[y - top : y + bottom, x - left : x + right]
     patch = kernel[radius - top : radius + bottom, radius - left : radius + right]
@@ -200,6 +202,9 @@ def encode(
 ) -> dict[str, np.ndarray] | tuple[dict[str, np.ndarray], EncodeStats]:
     """Encode boxes as CenterNet training targets, exactly as the official ``ctdet`` dataset does.
 
+    Bit-identical to the target loop of the official ``CTDetDataset.__getitem__`` on the same boxes
+    after its affine (checked against its outputs in the tests), vectorised except for the drawing.
+
     Args:
         boxes: ``[N, 4]`` x1 y1 x2 y2 in output-map pixels.
         classes: ``[N]`` contiguous class indices in ``0..num_classes-1``.
@@ -274,12 +279,3 @@ def render_heatmap(
     hm = np.zeros(num_classes * int(output_size[0]) * int(output_size[1]), dtype=np.float32)
     hm[np.asarray(hm_index, dtype=np.int64)] = hm_value
     return hm.reshape(num_classes, int(output_size[0]), int(output_size[1]))
-
-
-def output_size_for(input_size: tuple[int, int], down_ratio: int = 4) -> tuple[int, int]:
-    """(H, W) of the output map for an (H, W) input at the given output stride."""
-    h, w = input_size
-    if h % down_ratio or w % down_ratio:
-        raise ValueError(f"input size {input_size!r} must be divisible by the stride {down_ratio}")
-    return h // down_ratio, w // down_ratio
-

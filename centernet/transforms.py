@@ -1,10 +1,12 @@
-"""Letterbox affine transforms with the official CenterNet ``get_affine_transform`` semantics.
+"""Letterbox affine transforms (the official CenterNet ``get_affine_transform``), box and point
+mapping, BGR normalisation, and the one input-size check (:func:`check_input_size`).
 
 A transform is a ``[2, 3]`` float64 matrix mapping (x, y, 1) in the source image to the destination.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import cv2
@@ -15,9 +17,10 @@ if TYPE_CHECKING:
 
 
 def _rotate(point: np.ndarray, rot_rad: float) -> np.ndarray:
+    """``point`` (x, y) rotated by ``rot_rad``, in float64 (the official ``get_dir`` keeps float64)."""
     sn, cs = np.sin(rot_rad), np.cos(rot_rad)
     return np.array(
-        [point[0] * cs - point[1] * sn, point[0] * sn + point[1] * cs], dtype=np.float32
+        [point[0] * cs - point[1] * sn, point[0] * sn + point[1] * cs], dtype=np.float64
     )
 
 
@@ -38,6 +41,8 @@ def get_affine_transform(
 
     ``output_size`` is (width, height), as in the official code. Only the x component of ``scale``
     sets the zoom, so aspect ratio is kept (letterbox). ``inv=True`` returns the inverse mapping.
+    Bit-identical to the official ``get_affine_transform`` (float32 points, the rotated direction in
+    float64, OpenCV's ``getAffineTransform``), checked against its outputs in the tests.
     """
     center = np.asarray(center, dtype=np.float32)
     scale_arr = np.asarray(scale, dtype=np.float32)
@@ -66,14 +71,40 @@ def get_affine_transform(
     return cv2.getAffineTransform(src, dst)
 
 
+INPUT_SIZE_MULTIPLE = 32  # total stride of the ResNet and DLA backbones (5 halvings)
+
+
+def check_input_size(size: int | Sequence[int], name: str = "input_size") -> None:
+    """``ValueError`` naming ``name`` and the value unless ``size`` is a positive multiple of 32.
+
+    ``size`` is a square side (int) or an (H, W) pair. The ResNet and DLA backbones halve the input
+    five times and upsample back to stride 4, so other sizes give feature maps that do not line up
+    (Hourglass-104 halves it seven times and needs a multiple of 128 besides).
+    """
+    if _is_int(size):
+        sides = (int(size),)
+    elif isinstance(size, Sequence) and len(size) == 2 and all(_is_int(v) for v in size):
+        sides = (int(size[0]), int(size[1]))
+    else:
+        raise ValueError(f"{name} must be an int or an (H, W) pair of ints, got {size!r}")
+    if any(v <= 0 or v % INPUT_SIZE_MULTIPLE for v in sides):
+        raise ValueError(
+            f"{name} must be a positive multiple of {INPUT_SIZE_MULTIPLE} (e.g. 512), got {size!r}"
+        )
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
 def letterbox_params(
     image_hw: tuple[int, int], input_hw: tuple[int, int] | None = None
 ) -> tuple[np.ndarray, float]:
     """(center, scale) of the test-time letterbox: the image center and the side that fits.
 
     For a square input (or ``input_hw=None``) this is the official longer side. For a non-square
-    input the scale also makes the image's height fit (the official code, which only ever used
-    square inputs here, would crop it).
+    input the scale also makes the image's height fit (the official ``s = max(h, w)``, made for the
+    square inputs of its published models, would crop a tall image in a wide input).
     """
     h, w = image_hw
     scale = float(max(h, w))
@@ -104,11 +135,6 @@ def transform_boxes(boxes: np.ndarray, trans: np.ndarray) -> np.ndarray:
     p1 = transform_points(b[:, 0:2], trans)
     p2 = transform_points(b[:, 2:4], trans)
     return np.concatenate([np.minimum(p1, p2), np.maximum(p1, p2)], axis=1)
-
-
-def invert_affine(trans: np.ndarray) -> np.ndarray:
-    """Inverse of a ``[2, 3]`` affine."""
-    return cv2.invertAffineTransform(np.asarray(trans, dtype=np.float64))
 
 
 def flip_boxes_horizontal(boxes: np.ndarray, width: int) -> np.ndarray:

@@ -15,6 +15,7 @@ from typing import Any
 import pyarrow as pa
 
 from centernet.targets import RADIUS_VARIANTS
+from centernet.transforms import check_input_size
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -53,8 +54,7 @@ class PrecomputeSettings:
     jpeg_quality: int = 95
 
     def __post_init__(self) -> None:
-        if self.input_size <= 0 or self.input_size % 32:
-            raise ValueError(f"input_size must be a positive multiple of 32, got {self.input_size!r}")
+        check_input_size(self.input_size)
         if self.down_ratio <= 0 or self.input_size % self.down_ratio:
             raise ValueError(f"down_ratio {self.down_ratio!r} must divide input_size {self.input_size}")
         if self.radius_variant not in RADIUS_VARIANTS:

@@ -8,6 +8,8 @@ size (inside the precompute tasks). :func:`validate_dataset` runs both serially.
 Reject/repair records (one per item, written to ``rejects.jsonl``) are dicts with ``file``,
 ``image_id``, ``annotation_id``, ``item`` ("image" | "annotation"), ``action`` ("rejected" |
 "repaired") and ``reason``. Counts per item kind satisfy ``input == accepted + repaired + rejected``.
+Crowd (``iscrowd``) annotations are counted there like any other and once more as
+``annotations_crowd``; they stay in the clean annotations but are never training targets.
 """
 
 from __future__ import annotations
@@ -186,7 +188,7 @@ def decode_image(path: str | Path) -> tuple[np.ndarray, list[str]]:
     Returns the image and the repairs made (grayscale/RGBA/palette/16-bit converted, EXIF rotated).
     ``ImageRejected`` for missing, zero-byte, unreadable or truncated files.
     """
-    from PIL import Image, ImageOps  # Pillow ships with matplotlib
+    from PIL import Image, ImageOps
 
     path = str(path)
     try:
@@ -246,7 +248,10 @@ def validate_entry(entry: ImageEntry, images_dir: str | Path, categories: Catego
     """Open one image and decide it and each of its annotations.
 
     Boxes partly outside the image are clipped (repaired), wholly outside rejected. ``iscrowd``
-    annotations are accepted into the clean annotations but kept out of the training boxes.
+    annotations are accepted or repaired like any other (and counted once more, as
+    ``annotations_crowd``), kept in the clean annotations with ``iscrowd=1`` so that pycocotools
+    ignores detections on them, and left out of the training boxes, as mmdetection does. The official
+    ctdet loader trains on crowd boxes like any other box.
     """
     counts = Counter()
     rejects: list[dict[str, Any]] = []
@@ -343,11 +348,3 @@ def validate_dataset(images_dir: str | Path, annotations: str | Path) -> Dataset
         rejects.extend(r.rejects)
     check_counts(counts, str(annotations))
     return DatasetValidation(checked, results, rejects, counts)
-
-
-def clean_coco(checked: JsonValidation, images: list[dict[str, Any]],
-               annotations: list[dict[str, Any]]) -> dict[str, Any]:
-    """The cleaned COCO dict (accepted and repaired items, sorted by id) for evaluation."""
-    return {**checked.info,
-            "images": sorted(images, key=lambda d: d["id"]),
-            "annotations": sorted(annotations, key=lambda d: d["id"])}

@@ -1,7 +1,8 @@
 """encode -> perfect head outputs -> decode -> back to original pixels -> COCO AP = 1.0.
 
 Exercises the whole target/decoding/evaluation chain, including the letterbox affine, its inverse
-and the category-id mapping (ids 2, 7, 90), on images of several shapes.
+and the category-id mapping (ids 2, 7, 90), on images of several shapes, with boxes clipped to the
+image (this project's evaluation) and unclipped (the official post-processing).
 """
 
 from __future__ import annotations
@@ -49,8 +50,9 @@ def _gt(rng: np.random.Generator) -> dict:
     return {"images": images, "annotations": annotations, "categories": cats}
 
 
+@pytest.mark.parametrize("clip", [True, False], ids=["clipped", "unclipped-official"])
 @pytest.mark.parametrize("input_size", [(512, 512), (384, 512)])
-def test_perfect_outputs_give_ap_one(input_size):
+def test_perfect_outputs_give_ap_one(input_size, clip):
     from centernet.data import CategoryMap, xywh_to_xyxy
 
     gt = _gt(np.random.default_rng(4))
@@ -65,7 +67,8 @@ def test_perfect_outputs_give_ap_one(input_size):
         sample = make_sample(pixels, boxes, classes, cats.num_classes, config)
         out = _perfect_outputs(sample)
         dets = decode(out["hm"], out["wh"], out["reg"], k=100)[0].numpy()
-        mapped = boxes_to_original(dets, sample["affine"].astype(np.float64), (image["height"], image["width"]))
+        image_hw = (image["height"], image["width"]) if clip else None  # None: the official post-processing
+        mapped = boxes_to_original(dets, sample["affine"].astype(np.float64), image_hw)
         results += to_coco_results(mapped, image["id"], cats)
     metrics = evaluate_coco(gt, results)
     assert metrics.ap == pytest.approx(1.0)

@@ -11,6 +11,7 @@ import pytest
 import ray
 from PIL import Image
 
+from centernet.transforms import transform_boxes
 from pipeline.precompute import precompute
 from pipeline.reader import iter_samples, read_manifest
 from pipeline.schema import PrecomputeSettings
@@ -80,6 +81,7 @@ def build_bad_dataset(root: Path) -> tuple[Path, Path, dict[str, int]]:
         ann(11, 2, [1, 1, 5, 5]),                    # on a missing image -> rejected
         ann(12, 6, [5, 5, 20, 20], cat=2),           # accepted (grayscale image)
         ann(13, 10, [5, 5, 20, 40], cat=2),          # accepted (EXIF image, display coordinates)
+        ann(14, 12, [-5, 5, 20, 10], iscrowd=1),     # crowd, partly outside -> clipped (repaired)
     ]
     data = {"images": images, "annotations": annotations,
             "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]}
@@ -87,9 +89,10 @@ def build_bad_dataset(root: Path) -> tuple[Path, Path, dict[str, int]]:
     path.write_text(json.dumps(data))  # NaN is written as NaN, which json reads back
     expected = {
         "images_input": 14, "images_accepted": 2, "images_repaired": 6, "images_rejected": 6,
-        "images_negative": 5,  # negative, rgba, palette, gray16, wrongsize
-        "annotations_input": 13, "annotations_accepted": 4, "annotations_repaired": 1,
-        "annotations_rejected": 8, "annotations_crowd": 1,
+        "images_negative": 5,  # negative (its only box is crowd), rgba, palette, gray16, wrongsize
+        # crowd boxes are accepted/repaired like any other and counted once more as crowd
+        "annotations_input": 14, "annotations_accepted": 4, "annotations_repaired": 2,
+        "annotations_rejected": 8, "annotations_crowd": 2,
     }
     return img, path, expected
 
@@ -111,7 +114,10 @@ def test_serial_validation_counts(tmp_path):
     img, ann, expected = build_bad_dataset(tmp_path)
     result = validate_dataset(img, ann)
     assert {k: result.counts[k] for k in expected} == expected
-    assert len(result.rejects) == 6 + 6 + 8 + 1
+    assert len(result.rejects) == 6 + 6 + 8 + 2
+    entries = {r.image_id: r for r in result.results}  # training boxes: never the crowd ones (10, 14)
+    np.testing.assert_array_equal(entries[1].boxes, [[10, 10, 30, 40], [90, 70, 100, 80]])
+    assert entries[12].boxes.shape == (0, 4) and [a["iscrowd"] for a in entries[12].clean_annotations] == [1]
     reasons = " | ".join(r["reason"] for r in result.rejects)
     for needle in ("missing", "empty", "truncated", "duplicate image id", "no file_name", "zero or negative",
                    "NaN", "wholly outside", "clipped", "unknown category", "missing image",
@@ -127,7 +133,7 @@ def test_precompute_bad_dataset_counts_and_coverage(tmp_path):
     assert {k: manifest["counts"][k] for k in expected} == expected
     assert result.manifest["num_samples"] == 8 == manifest["num_images"]
     rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
-    assert len(rejects) == 21
+    assert len(rejects) == 22
     assert all({"file", "image_id", "annotation_id", "reason", "action", "item"} <= set(r) for r in rejects)
     # every input image id is in the output or in rejects.jsonl
     out_ids = {s["image_id"] for s in iter_samples(out)}
@@ -136,8 +142,17 @@ def test_precompute_bad_dataset_counts_and_coverage(tmp_path):
     assert input_ids <= out_ids | rejected_ids | {None}
     assert out_ids == {1, 6, 7, 8, 9, 10, 11, 12}
     clean = json.loads((out / "annotations.clean.json").read_text())
-    assert sorted(a["id"] for a in clean["annotations"]) == [1, 5, 10, 12, 13]
+    assert sorted(a["id"] for a in clean["annotations"]) == [1, 5, 10, 12, 13, 14]
     assert next(a for a in clean["annotations"] if a["id"] == 5)["bbox"] == [90, 70, 10, 10]
+    # crowd boxes stay in the clean annotations (pycocotools ignores detections on them) ...
+    crowd = {a["id"]: a for a in clean["annotations"] if a["iscrowd"] == 1}
+    assert sorted(crowd) == [10, 14] and crowd[14]["bbox"] == [0, 5, 15, 10]
+    # ... but are never training targets: image 1 trains on annotations 1 and 5 only, image 12 on none
+    samples = {s["image_id"]: s for s in iter_samples(out)}
+    np.testing.assert_allclose(transform_boxes(samples[1]["boxes"], samples[1]["affine"]),
+                               [[10, 10, 30, 40], [90, 70, 100, 80]], atol=1e-3)
+    assert samples[1]["mask"].sum() == 2
+    assert samples[12]["boxes"].shape == (0, 4) and samples[12]["mask"].sum() == 0 and samples[12]["hm"].max() == 0
     assert next(i for i in clean["images"] if i["id"] == 11)["width"] == 40
     assert manifest["source_annotations"] == str(ann.resolve())
     assert Path(manifest["clean_annotations"]).exists()

@@ -7,7 +7,15 @@ import pytest
 import torch
 
 from centernet.data import CategoryMap
-from centernet.decode import boxes_to_original, decode, decode_probs, flip_merge, peak_nms, to_coco_results
+from centernet.decode import (
+    boxes_to_original,
+    decode,
+    decode_probs,
+    flip_merge,
+    peak_nms,
+    to_coco_results,
+    top_peaks,
+)
 from centernet.transforms import get_affine_transform
 
 
@@ -65,8 +73,25 @@ def test_boxes_to_original_inverts_the_letterbox():
     mapped = boxes_to_original(dets, inv)
     s = 400 / 128  # output pixels -> original pixels; the 300-high image is centred vertically
     np.testing.assert_allclose(mapped[0, :4], [32 * s, 40 * s - 50, 64 * s, 72 * s - 50], rtol=1e-5)
-    clipped = boxes_to_original(np.array([[-5.0, -5.0, 200.0, 200.0, 0.5, 0]]), inv, (h0, w0))
+    outside = np.array([[-5.0, -5.0, 200.0, 200.0, 0.5, 0]])
+    clipped = boxes_to_original(outside, inv, (h0, w0))
     np.testing.assert_allclose(clipped[0, :4], [0, 0, w0, h0])
+    official = boxes_to_original(outside, inv)  # no image size: left unclipped, as the official code
+    np.testing.assert_allclose(official[0, :4], [-5 * s, -5 * s - 50, 200 * s, 200 * s - 50], rtol=1e-5)
+
+
+def test_top_peaks_hand_built():
+    peaks = torch.zeros(1, 3, 2, 3)
+    peaks[0, 0, 1, 2] = 0.9  # class 0, pixel 5
+    peaks[0, 2, 0, 1] = 0.8  # class 2, pixel 1
+    peaks[0, 1, 1, 0] = 0.7  # class 1, pixel 3
+    peaks[0, 0, 0, 0] = 0.6  # class 0, pixel 0: a second peak of class 0
+    scores, classes, pix = top_peaks(peaks, 3)
+    torch.testing.assert_close(scores, torch.tensor([[0.9, 0.8, 0.7]]))
+    assert classes.tolist() == [[0, 2, 1]] and pix.tolist() == [[5, 1, 3]]
+    scores, classes, pix = top_peaks(peaks, 4)
+    assert classes.tolist() == [[0, 2, 1, 0]] and pix.tolist() == [[5, 1, 3, 0]]
+    assert top_peaks(peaks, 100)[0].shape == (1, 18)  # capped at C*H*W
 
 
 def test_to_coco_results_maps_classes_to_dataset_ids_and_xywh():

@@ -1,4 +1,5 @@
-"""Focal and L1 losses against hand-computed values and the official formulas."""
+"""Focal and L1 losses against hand-computed values (parity with the official code's own outputs:
+``test_official_parity.py``)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import math
 
 import pytest
 import torch
-from official_reference import official_neg_loss, official_reg_l1
 
 from centernet.losses import CenterNetLoss, combine_losses, focal_loss, reg_l1_loss, validate_loss_weights
 
@@ -35,14 +35,6 @@ def test_focal_loss_clamps_like_the_official_sigmoid():
     assert torch.isfinite(focal_loss(torch.tensor([[[[-1e4, 1e4]]]]), torch.tensor([[[[1.0, 0.0]]]])))
 
 
-def test_focal_loss_equals_official_on_random_maps():
-    g = torch.Generator().manual_seed(0)
-    logits = torch.randn(2, 3, 8, 8, generator=g) * 3
-    gt = torch.rand(2, 3, 8, 8, generator=g) ** 3
-    gt[0, 1, 2, 3] = gt[1, 2, 5, 5] = gt[1, 0, 0, 0] = 1.0
-    assert focal_loss(logits, gt).item() == pytest.approx(official_neg_loss(logits, gt).item(), rel=1e-5)
-
-
 def test_reg_l1_hand_computed():
     pred = torch.arange(8, dtype=torch.float32).reshape(1, 2, 2, 2)  # ch0 [[0,1],[2,3]], ch1 [[4,5],[6,7]]
     ind = torch.tensor([[3, 0]])
@@ -50,8 +42,6 @@ def test_reg_l1_hand_computed():
     target = torch.tensor([[[1.0, 9.0], [100.0, 100.0]]])
     # object 0 at pixel 3: pred (3, 7), target (1, 9): |2| + |2| = 4, over 2 * 1 objects
     assert reg_l1_loss(pred, ind, mask, target).item() == pytest.approx(4 / (2 + 1e-4), rel=1e-6)
-    assert reg_l1_loss(pred, ind, mask, target).item() == pytest.approx(
-        official_reg_l1(pred, mask, ind, target).item(), rel=1e-6)
 
 
 def test_reg_l1_no_objects_is_zero():

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
 from centernet.transforms import (
+    check_input_size,
     flip_boxes_horizontal,
     get_affine_transform,
-    invert_affine,
     letterbox_params,
     normalize_image,
     transform_boxes,
@@ -37,7 +39,7 @@ def test_inverse_round_trip_and_non_square_output():
     t_inv = get_affine_transform(center, scale, 0, (96, 64), shift=(0.1, -0.05), inv=True)
     boxes = np.array([[10.0, 20.0, 200.0, 120.0]])
     np.testing.assert_allclose(transform_boxes(transform_boxes(boxes, t), t_inv), boxes, atol=1e-3)
-    np.testing.assert_allclose(invert_affine(t), t_inv, atol=1e-5)
+    np.testing.assert_allclose(np.vstack([t_inv, [0, 0, 1]]) @ np.vstack([t, [0, 0, 1]]), np.eye(3), atol=1e-6)
 
 
 def test_rotation_keeps_center():
@@ -97,3 +99,22 @@ def test_augmented_view_maps_back_to_the_original_box_also_when_flipped():
     assert 0 < mirrored < 12  # both flipped and unflipped views were drawn
     mirror = np.array([[-1.0, 0, 99], [0, 1, 0]])
     np.testing.assert_allclose(transform_boxes(box, mirror), [[49, 20, 89, 60]])
+
+
+@pytest.mark.parametrize("size", [32, 512, (384, 512), [64, 96], np.int64(128)])
+def test_check_input_size_accepts_multiples_of_32(size):
+    check_input_size(size)
+
+
+@pytest.mark.parametrize("size", [0, -32, 100, 500, (512, 500), (500, 512), (0, 32)])
+def test_check_input_size_rejects_other_sizes_naming_them(size):
+    message = f"train.input_size must be a positive multiple of 32 (e.g. 512), got {size!r}"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        check_input_size(size, name="train.input_size")
+
+
+@pytest.mark.parametrize("size", [512.0, "512", True, (512,), (512, 512, 3), None])
+def test_check_input_size_rejects_non_integers(size):
+    message = f"input_size must be an int or an (H, W) pair of ints, got {size!r}"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        check_input_size(size)
