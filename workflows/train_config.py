@@ -80,6 +80,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         from centernet.losses import validate_loss_weights
         from centernet.models import available_architectures
+        from centernet.transforms import check_input_size
 
         if not self.data:
             raise ValueError("data: a shard directory (or COCO directory) is required")
@@ -109,8 +110,7 @@ class TrainConfig:
             raise ValueError(f"amp: {self.amp!r} needs --gpu (mixed precision runs on GPU only)")
         if self.batchnorm == "sync" and not self.use_gpu:
             raise ValueError("batchnorm: 'sync' needs --gpu (SyncBatchNorm has no CPU kernel)")
-        if self.input_size < 32 or self.input_size % 32:
-            raise ValueError(f"input_size: must be a positive multiple of 32, got {self.input_size!r}")
+        check_input_size(self.input_size)
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             raise ValueError(f"max_grad_norm: must be > 0 or none, got {self.max_grad_norm!r}")
         if self.name is not None and (not self.name or "/" in self.name):

@@ -78,7 +78,7 @@ def test_train_refuses_bad_data_in_one_line(cli, tmp_path):
 @pytest.mark.parametrize("args, phrase", [
     (["--arch", "nope"], "unknown architecture 'nope'"),
     (["--epochs", "0"], "epochs: must be an integer >= 1"),
-    (["--input-size", "500"], "input_size: must be a positive multiple of 32"),
+    (["--input-size", "500"], "input_size must be a positive multiple of 32"),
     (["--lr-steps", "9,3"], "lr_steps: must be increasing"),
     (["--loss-weights", "hm=x"], "loss_weights.hm: expected a number"),
     (["--loss-weights", "cls=1"], "unknown loss names"),
