@@ -25,10 +25,8 @@ def shapes_dataset(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ray_local(tmp_path_factory):
-    """A local Ray instance (2 CPUs, no dashboard, on 127.0.0.1) for one test module."""
-    import ray
+    """The embedded Ray instance (2 CPUs, no dashboard, loopback only) for one test module."""
+    from pipeline.ray_local import local_ray
 
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
-             _temp_dir=str(tmp_path_factory.mktemp("ray")))
-    yield
-    ray.shutdown()
+    with local_ray(num_cpus=2, dashboard=False, temp_dir=str(tmp_path_factory.mktemp("ray"))) as ray_info:
+        yield ray_info
