@@ -64,9 +64,25 @@ NOT_SET_BY_STACK: dict[str, str] = {
 }
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key written twice in one mapping (PyYAML keeps the last
+    silently; Docker Compose and kubectl refuse the file). Keys merged in with ``<<`` may be overridden."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml_documents(path: Path) -> list[Any]:
-    """Every non-empty document of a YAML file (``yaml.safe_load_all``)."""
-    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+    """Every non-empty document of a YAML file (safe loading, duplicate keys refused)."""
+    return [doc for doc in yaml.load_all(path.read_text(), Loader=_UniqueKeyLoader) if doc is not None]
 
 
 def compose() -> dict[str, Any]:
