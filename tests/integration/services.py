@@ -205,6 +205,25 @@ def http_answers(url: str, *, ok_only: bool = True) -> bool:
         return False
 
 
+def start_on_free_port(command: Callable[[int], list[str]], *, what: str, ready_url: str, log: Path,
+                       env: Mapping[str, str], timeout_s: float, ok_only: bool = True) -> tuple[subprocess.Popen, int]:
+    """Start ``command(port)`` on a free loopback port and wait until ``ready_url`` (``{port}``
+    filled in) answers; another port when it exits first (the port was taken meanwhile).
+    Returns the process and its port."""
+    for attempt in range(START_ATTEMPTS):
+        port = free_port()
+        proc = spawn(command(port), log, env)
+        try:
+            wait_until(lambda: http_answers(ready_url.format(port=port), ok_only=ok_only), what=what,
+                       timeout_s=timeout_s, proc=proc, log=log)
+            return proc, port
+        except RuntimeError:
+            stop(proc)
+            if attempt == START_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 @contextlib.contextmanager
 def service_dir(prefix: str = "centernet-services-") -> Iterator[Path]:
     """A temporary directory for services' data and logs, removed afterwards. Created under the
@@ -226,21 +245,11 @@ def s3_server(root: Path, *, bucket: str = "centernet") -> Iterator[S3Server]:
     exe = BIN / "moto_server"
     if not exe.exists():
         raise FileNotFoundError(f"{exe} not found: install the test tools, pip install -e '.[dev]' (moto[server])")
-    log = root / "moto.log"
-    for attempt in range(START_ATTEMPTS):
-        port = free_port()
-        endpoint = f"http://{LOOPBACK}:{port}"
-        proc = spawn([str(exe), "-H", LOOPBACK, "-p", str(port)], log, child_env({}))
-        try:
-            wait_until(lambda: http_answers(f"{endpoint}/", ok_only=False), what="moto_server",
-                       timeout_s=60, proc=proc, log=log)
-            break
-        except RuntimeError:
-            stop(proc)
-            if attempt == START_ATTEMPTS - 1:
-                raise
+    proc, port = start_on_free_port(lambda port: [str(exe), "-H", LOOPBACK, "-p", str(port)], what="moto_server",
+                                    ready_url=f"http://{LOOPBACK}:{{port}}/", log=root / "moto.log",
+                                    env=child_env({}), timeout_s=60, ok_only=False)
     try:
-        server = S3Server(endpoint_url=endpoint, bucket=bucket)
+        server = S3Server(endpoint_url=f"http://{LOOPBACK}:{port}", bucket=bucket)
         server.client().create_bucket(Bucket=bucket)
         yield server
     finally:
@@ -295,10 +304,12 @@ def postgres_server(root: Path, bin_dir: Path, *, user: str = "mlflow", password
         for path in (pg_dir, pwfile):
             os.chown(path, as_server[1], as_server[2])
     data, log = pg_dir / "data", pg_dir / "postgres.log"
-    subprocess.run([*prefix, str(bin_dir / "initdb"), "-D", str(data), "-U", user, f"--pwfile={pwfile}",
-                    "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C",
-                    "--no-sync", "--no-instructions"],
-                   check=True, capture_output=True, timeout=120, env=child_env({}))
+    init = subprocess.run([*prefix, str(bin_dir / "initdb"), "-D", str(data), "-U", user, f"--pwfile={pwfile}",
+                           "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C",
+                           "--no-sync", "--no-instructions"],
+                          capture_output=True, text=True, timeout=120, env=child_env({}))
+    if init.returncode != 0:
+        raise RuntimeError(f"initdb {data} failed: {init.stderr.strip()}")
     pg_ctl = [*prefix, str(bin_dir / "pg_ctl"), "-D", str(data)]
     started = False
     try:
@@ -339,24 +350,14 @@ def mlflow_server(root: Path, postgres: Postgres, s3: S3Server, *,
     """``mlflow server`` on a free loopback port, backend store ``postgres``, artifacts proxied to
     ``s3://<bucket>/<artifacts_prefix>``. Yields (tracking URI, artifacts destination)."""
     destination = s3.uri(artifacts_prefix)
-    log = root / "mlflow.log"
-    for attempt in range(START_ATTEMPTS):
-        port = free_port()
-        uri = f"http://{LOOPBACK}:{port}"
-        cmd = [str(BIN / "mlflow"), "server", "--host", LOOPBACK, "--port", str(port), "--workers", "1",
-               "--backend-store-uri", postgres.uri, "--artifacts-destination", destination]
-        proc = spawn(cmd, log, child_env(s3.env))
-        try:
-            # the first start creates MLflow's tables in PostgreSQL (a minute on a busy machine)
-            wait_until(lambda: http_answers(f"{uri}/health"), what="mlflow server", timeout_s=300,
-                       proc=proc, log=log)
-            break
-        except RuntimeError:
-            stop(proc)
-            if attempt == START_ATTEMPTS - 1:
-                raise
+    proc, port = start_on_free_port(
+        lambda port: [str(BIN / "mlflow"), "server", "--host", LOOPBACK, "--port", str(port), "--workers", "1",
+                      "--backend-store-uri", postgres.uri, "--artifacts-destination", destination],
+        # the first start creates MLflow's tables in PostgreSQL (a minute on a busy machine)
+        what="mlflow server", ready_url=f"http://{LOOPBACK}:{{port}}/health", log=root / "mlflow.log",
+        env=child_env(s3.env), timeout_s=300)
     try:
-        yield uri, destination
+        yield f"http://{LOOPBACK}:{port}", destination
     finally:
         stop(proc)
 
