@@ -303,6 +303,9 @@ def postgres_server(root: Path, bin_dir: Path, *, user: str = "mlflow", password
     if as_server:
         for path in (pg_dir, pwfile):
             os.chown(path, as_server[1], as_server[2])
+        if subprocess.run([*prefix, "test", "-w", str(pg_dir)], timeout=30).returncode != 0:
+            raise RuntimeError(f"the postgres user cannot reach {pg_dir} (a parent directory is private): "
+                               f"point TMPDIR at a directory every user can traverse, e.g. /tmp")
     data, log = pg_dir / "data", pg_dir / "postgres.log"
     init = subprocess.run([*prefix, str(bin_dir / "initdb"), "-D", str(data), "-U", user, f"--pwfile={pwfile}",
                            "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C",
