@@ -43,6 +43,9 @@ LOOPBACK = "127.0.0.1"
 BIN = Path(sys.executable).parent
 PG_BIN_ENV = "CENTERNET_PG_BIN"  # directory with initdb/pg_ctl, to override the search
 START_ATTEMPTS = 3  # a free port can be taken between choosing it and the server binding it
+SERVICE_DIR_PREFIX = "centernet-services-"
+OWNER_RECORD = "owner.pid"  # in a service dir: the pid of the process that made it
+PROCESS_RECORD = ".process"  # beside a log: "<pid>\n<command line>" of the process writing it
 # Variables of the surrounding shell that would point a child process at other services.
 _FOREIGN_PREFIXES = ("AWS_", "MLFLOW_")
 _FOREIGN_NAMES = ("RAY_ADDRESS", "PREFECT_API_URL")
@@ -148,10 +151,13 @@ def free_port() -> int:
 
 
 def spawn(cmd: list[str], log: Path, env: Mapping[str, str]) -> subprocess.Popen:
-    """Start ``cmd`` in its own process group (so it can be stopped with its children), output to ``log``."""
+    """Start ``cmd`` in its own process group (so it can be stopped with its children), output to
+    ``log``; its pid and command line are recorded beside the log for :func:`remove_stale_service_dirs`."""
     with open(log, "ab") as out:
-        return subprocess.Popen(cmd, env=dict(env), stdout=out, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(cmd, env=dict(env), stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
+    log.with_name(log.name + PROCESS_RECORD).write_text(f"{proc.pid}\n{' '.join(cmd)}")
+    return proc
 
 
 def stop(proc: subprocess.Popen, *, grace_s: float = 15.0) -> None:
@@ -225,16 +231,62 @@ def start_on_free_port(command: Callable[[int], list[str]], *, what: str, ready_
 
 
 @contextlib.contextmanager
-def service_dir(prefix: str = "centernet-services-") -> Iterator[Path]:
+def service_dir(prefix: str = SERVICE_DIR_PREFIX) -> Iterator[Path]:
     """A temporary directory for services' data and logs, removed afterwards. Created under the
     system temp dir (not pytest's, which is private to root) and traversable by the ``postgres``
-    user, whose data directory lives inside it."""
+    user, whose data directory lives inside it. Directories left by a killed run are cleaned first."""
+    remove_stale_service_dirs(prefix)
     root = Path(tempfile.mkdtemp(prefix=prefix))
     try:
         root.chmod(0o711)
+        (root / OWNER_RECORD).write_text(str(os.getpid()))
         yield root
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def remove_stale_service_dirs(prefix: str = SERVICE_DIR_PREFIX) -> list[Path]:
+    """Service directories whose owning process is gone (a run killed before its teardown): stop the
+    servers they left running (PostgreSQL daemonises; the others have their own sessions), checked
+    against their recorded command lines, and delete the directories. Returns the ones removed."""
+    removed = []
+    for root in Path(tempfile.gettempdir()).glob(f"{prefix}*"):
+        try:
+            owner = int((root / OWNER_RECORD).read_text())
+        except (OSError, ValueError):
+            continue  # not made by service_dir, or being created
+        if _alive(owner):
+            continue
+        for record in root.rglob(f"*{PROCESS_RECORD}"):
+            pid, _, cmd = record.read_text().partition("\n")
+            if cmd and cmd in _cmdline(int(pid)):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(int(pid), signal.SIGKILL)
+        for pidfile in root.rglob("postmaster.pid"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                pid = int(pidfile.read_text().splitlines()[0])
+                if str(pidfile.parent) in _cmdline(pid):
+                    os.kill(pid, signal.SIGQUIT)  # immediate shutdown
+        shutil.rmtree(root, ignore_errors=True)
+        removed.append(root)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
 
 
 # --- S3 -------------------------------------------------------------------------------------------
@@ -355,10 +407,13 @@ def mlflow_server(root: Path, postgres: Postgres, s3: S3Server, *,
     destination = s3.uri(artifacts_prefix)
     proc, port = start_on_free_port(
         lambda port: [str(BIN / "mlflow"), "server", "--host", LOOPBACK, "--port", str(port), "--workers", "1",
-                      "--backend-store-uri", postgres.uri, "--artifacts-destination", destination],
+                      "--backend-store-uri", postgres.uri, "--artifacts-destination", destination,
+                      # SIGTERM: stop within seconds even with client connections still open
+                      "--uvicorn-opts", "--timeout-graceful-shutdown 3"],
         # the first start creates MLflow's tables in PostgreSQL (a minute on a busy machine)
         what="mlflow server", ready_url=f"http://{LOOPBACK}:{{port}}/health", log=root / "mlflow.log",
-        env=child_env(s3.env), timeout_s=300)
+        # no background job runner (MLflow's GenAI jobs): nothing here uses it
+        env=child_env({**s3.env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}), timeout_s=300)
     try:
         yield f"http://{LOOPBACK}:{port}", destination
     finally:

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -127,3 +128,44 @@ def test_shards_precomputed_to_s3_equal_local_ones(s3, tmp_path, monkeypatch):
         assert a["image_id"] == b["image_id"]
         for name in ("image", "hm", "wh", "reg", "ind", "mask", "boxes", "classes"):
             np.testing.assert_array_equal(a[name], b[name])
+
+
+_KILLED_RUN = """
+import contextlib, os, signal, sys
+import services
+stack = contextlib.ExitStack()
+root = stack.enter_context(services.service_dir())
+stack.enter_context(services.s3_server(root))
+stack.enter_context(services.postgres_server(root, services.find_postgres_bin()))
+print(root, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)  # dies without any teardown
+"""
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_servers_left_by_a_killed_run_are_stopped_and_removed(tmp_path):
+    import services  # the plugin's module (already imported by pytest_plugins)
+
+    if services.find_postgres_bin() is None:
+        pytest.skip("PostgreSQL server programs not installed")
+    env = services.child_env({"PYTHONPATH": str(Path(services.__file__).parent)})
+    done = subprocess.run([sys.executable, "-c", _KILLED_RUN], env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == -9, done.stderr[-2000:]
+    root = Path(done.stdout.strip())
+    postmaster = int(next(root.rglob("postmaster.pid")).read_text().splitlines()[0])
+    moto = int((root / "moto.log.process").read_text().split()[0])
+    assert _running(postmaster) and _running(moto)  # orphans: nothing stopped them
+
+    assert root in services.remove_stale_service_dirs()
+    assert not root.exists()
+    deadline = time.monotonic() + 30
+    while (_running(postmaster) or _running(moto)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _running(postmaster) and not _running(moto)
