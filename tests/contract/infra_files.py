@@ -119,7 +119,8 @@ def pyproject() -> dict[str, Any]:
 
 def environ_reads(package_dir: Path) -> dict[str, str]:
     """Environment variable names read as ``os.environ[...]``, ``os.environ.get(...)`` or
-    ``os.getenv(...)`` in a package, literal or through a module-level string constant -> file."""
+    ``os.getenv(...)`` in a package, literal or through a module-level string constant -> file
+    (assignments such as ``os.environ[NAME] = ...`` are writes, not reads)."""
     found: dict[str, str] = {}
     for path in sorted(package_dir.rglob("*.py")):
         tree = ast.parse(path.read_text(), filename=str(path))
@@ -128,16 +129,16 @@ def environ_reads(package_dir: Path) -> dict[str, str]:
                      for t in node.targets if isinstance(t, ast.Name)}
         for node in ast.walk(tree):
             key = None
-            if isinstance(node, ast.Subscript) and _is_environ(node.value):
+            if isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Load) and _is_environ(node.value):
                 key = node.slice
             elif isinstance(node, ast.Call) and node.args and (
                     (isinstance(node.func, ast.Attribute) and node.func.attr == "get" and _is_environ(node.func.value))
                     or (isinstance(node.func, ast.Attribute) and node.func.attr == "getenv")):
                 key = node.args[0]
             if isinstance(key, ast.Constant) and isinstance(key.value, str):
-                found[key.value] = str(path.relative_to(ROOT))
+                found[key.value] = str(path.relative_to(package_dir.parent))
             elif isinstance(key, ast.Name) and key.id in constants:
-                found[constants[key.id]] = str(path.relative_to(ROOT))
+                found[constants[key.id]] = str(path.relative_to(package_dir.parent))
     return found
 
 
