@@ -17,7 +17,8 @@ from workflows.errors import UserError
 FORWARDED_ENV = ("MLFLOW_TRACKING_URI", "CENTERNET_GIT_COMMIT", "MLFLOW_TRACKING_USERNAME",
                  "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN", "AWS_ACCESS_KEY_ID",
                  "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION",
-                 "MLFLOW_S3_ENDPOINT_URL")
+                 "MLFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
+                 "AWS_EC2_METADATA_DISABLED")
 DEFAULT_JOBS_ADDRESS = "http://127.0.0.1:8265"
 # Never uploaded with the working directory of a submitted job.
 WORKING_DIR_EXCLUDES = [".git", ".venv", "venv", "**/__pycache__", "*.db", "mlruns", "mlartifacts",

@@ -8,6 +8,7 @@ session (``--storage-path``), unless it resumes a run directory.
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from collections.abc import Callable
@@ -84,13 +85,16 @@ def submit_job(address: str | None, job_args: list[str], *, working_dir: Path | 
     where = jobs_address(address)
     probe_address(where)
     root = working_dir or Path(__file__).resolve().parents[1]
-    tracking_uri = resolve_tracking_uri()
+    same_machine = default_python(where) == sys.executable
+    # An explicit MLFLOW_TRACKING_URI travels with the job; the local SQLite default only to a cluster
+    # on this machine (elsewhere the cluster's own setting applies).
+    tracking_uri = resolve_tracking_uri() if (same_machine or os.environ.get("MLFLOW_TRACKING_URI")) else None
     env = job_runtime_env(root, worker_env_vars(tracking_uri, {GIT_COMMIT_ENV: git_commit(root) or "unknown"}))
     entrypoint = shlex.join([python or default_python(where), "-m", "workflows.cli", command, *args])
     client = jobs_client(where)
     submitted = client.submit_job(entrypoint=entrypoint, runtime_env=env, submission_id=job_id,
                                   entrypoint_num_cpus=entrypoint_cpus, metadata={"centernet": command})
-    write(f"tracking:   {tracking_uri}")
+    write(f"tracking:   {tracking_uri or 'the cluster MLFLOW_TRACKING_URI (none set here)'}")
     write(f"status:     centernet submit --address {where} --status {submitted}")
     final = None
     if follow:
