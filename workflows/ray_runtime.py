@@ -58,12 +58,13 @@ def probe_address(address: str | None, *, timeout_s: float = 5.0) -> None:
 
 @dataclass(frozen=True)
 class RaySession:
-    """The Ray a command runs on: its address, whether this process started it, and where its
-    logs are (the local session's log directory; ``None`` on a cluster)."""
+    """The Ray a command runs on: its address, whether this process started it, where its logs
+    are and a scratch directory every worker sees (the local session's; ``None`` on a cluster)."""
 
     address: str | None
     started: bool
     log_dir: str | None
+    scratch_dir: str | None = None
 
 
 @contextlib.contextmanager
@@ -96,7 +97,7 @@ def ray_session(
     if address is None and not os.environ.get("RAY_ADDRESS"):
         with local_ray(num_cpus=num_cpus, verbose=verbose, dashboard=dashboard,
                        env_vars=dict(env_vars or {})) as local:
-            yield RaySession(local.address, True, f"{local.session_dir}/logs")
+            yield RaySession(local.address, True, f"{local.session_dir}/logs", local.session_dir)
         return
     quiet_ray_loggers(verbose)
     probe_address(address)

@@ -103,12 +103,22 @@ def resume_config(run_dir: str, **overrides: Any) -> TrainConfig:
 
 def build_trainer(cfg: TrainConfig, *, tracking_uri: str, mlflow_run_id: str | None,
                   progress_actor: str | None = None, env_vars: Mapping[str, str] | None = None,
-                  name: str | None = None, storage_path: str | None = None) -> Any:
-    """The ``TorchTrainer`` of a job (gloo on CPU, NCCL on GPU)."""
+                  name: str | None = None, storage_path: str | None = None,
+                  local_rendezvous: str | None = None) -> Any:
+    """The ``TorchTrainer`` of a job (gloo on CPU, NCCL on GPU). ``local_rendezvous``: on the
+    embedded single-machine Ray, a directory where the process group meets through a file, so
+    that nothing listens beyond loopback (:mod:`workflows.local_rendezvous`)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     score = "val_AP" if cfg.val_data else None
+    backend = "nccl" if cfg.use_gpu else "gloo"
+    torch_config = TorchConfig(backend=backend)
+    if local_rendezvous is not None:
+        from workflows.local_rendezvous import LocalTorchConfig, loopback_worker_env
+
+        torch_config = LocalTorchConfig(backend=backend, store_dir=local_rendezvous)
+        env_vars = {**loopback_worker_env(), **(env_vars or {})}
     run_config = RunConfig(
         name=name or run_name(cfg),
         storage_path=storage_path or cfg.storage_uri,
@@ -124,7 +134,7 @@ def build_trainer(cfg: TrainConfig, *, tracking_uri: str, mlflow_run_id: str | N
         train_loop_per_worker,
         train_loop_config={"config": cfg.to_dict(), "tracking_uri": tracking_uri,
                            "mlflow_run_id": mlflow_run_id, "progress_actor": progress_actor},
-        torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
+        torch_config=torch_config,
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
                                      resources_per_worker=resources),
         run_config=run_config,
@@ -177,7 +187,8 @@ def run_training(cfg: TrainConfig, *, address: str | None = None, show_progress:
         board_name = progress_actor_name(name)
         board = progress_board(board_name)
         trainer = build_trainer(cfg, tracking_uri=tracking_uri, mlflow_run_id=run_id,
-                                progress_actor=board_name, env_vars=env_vars)
+                                progress_actor=board_name, env_vars=env_vars,
+                                local_rendezvous=session.scratch_dir)
         display = ProgressDisplay(board, total=cfg.epochs, unit="epoch", describe=epoch_line,
                                   position=lambda s: int(s["progress"].get("epoch", 0)), enabled=show_progress)
         try:

@@ -61,8 +61,11 @@ def command(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP),
 ) -> None:
+    import sys
+
     from pipeline.precompute import precompute
     from pipeline.schema import PrecomputeSettings
+    from pipeline.stats import summary_line
     from workflows.errors import UserError
     from workflows.ray_runtime import ray_session
     from workflows.user_paths import on_cluster, resolve_user_path
@@ -80,7 +83,7 @@ def command(
     try:
         with ray_session(address, num_cpus=workers, dashboard=False, verbose=verbose, ship_code=True):
             result = precompute(images_dir, annotations_file, out_dir, settings, chunk_size=chunk_size,
-                                workers=workers, progress=not quiet)
+                                workers=workers, progress=not quiet and sys.stderr.isatty())
     except (ValueError, FileNotFoundError) as exc:
         raise UserError(str(exc)) from None
     m = result.manifest
