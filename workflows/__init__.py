@@ -1,1 +1,1 @@
-"""Workflows on Ray and MLflow: train, tune, evaluate, register, and the command line."""
+"""Workflows on Ray and MLflow: training (Ray Train), searches (Ray Tune), the model registry, using models, the pipeline flow, and the `centernet` command line."""
