@@ -31,3 +31,26 @@ def test_command_help_has_examples(name):
 def test_unknown_command_fails():
     proc = subprocess.run([CLI, "no-such-command"], capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
+
+
+def test_readme_option_tables_match_the_declarations():
+    """The README's option tables are generated from the config declarations; a field added,
+    renamed or re-documented without regenerating them fails here."""
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, str(root / "scripts" / "update_readme_options.py"), "--check"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_every_training_field_is_an_option_with_its_default():
+    import dataclasses
+
+    from workflows.train_config import TrainConfig
+
+    proc = subprocess.run([CLI, "train", "--help"], capture_output=True, text=True, timeout=120,
+                          env={"COLUMNS": "400", "PATH": ""})
+    assert proc.returncode == 0, proc.stderr
+    for f in dataclasses.fields(TrainConfig):
+        flag = (f.metadata["centernet"]["flag"] or "--" + f.name.replace("_", "-")).split("/")[0]
+        assert flag in proc.stdout, f"{f.name} has no option"
+    assert "[default: 140]" in proc.stdout and "[default: hm=1,wh=0.1,reg=1]" in proc.stdout
