@@ -1,15 +1,16 @@
 """The official CenterNet (xingyizhou/CenterNet) target/loss code, transcribed as straight loops.
 
-Used as the reference that ``centernet.targets``/``centernet.losses`` must match, and as the
-baseline of ``benchmarks/encode.py``. Sources: src/lib/utils/image.py (gaussian_radius,
-gaussian2D, draw_umich_gaussian), src/lib/datasets/sample/ctdet.py (the per-object loop),
-src/lib/models/losses.py (_neg_loss, RegL1Loss).
+Used as the reference that ``centernet.targets``/``centernet.losses``/``centernet.color`` must
+match, and as the baseline of ``benchmarks/encode.py`` and ``benchmarks/data_path.py``. Sources:
+src/lib/utils/image.py (gaussian_radius, gaussian2D, draw_umich_gaussian, color_aug),
+src/lib/datasets/sample/ctdet.py (the per-object loop), src/lib/models/losses.py (_neg_loss, RegL1Loss).
 """
 
 from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 import torch
 
@@ -121,3 +122,27 @@ def random_coco_like_boxes(rng: np.random.Generator, n: int, output_size=(128, 1
     boxes = np.concatenate([centers - sizes / 2, centers + sizes / 2], axis=1).astype(np.float32)
     classes = rng.integers(0, num_classes, size=n)
     return boxes, classes
+
+
+def official_color_aug(image, order, alphas, lighting, eig_val, eig_vec):
+    """The official ``color_aug`` step by step, in place on a float32 BGR ``[H, W, 3]`` image in [0, 1].
+
+    Its random draws are given: ``order`` the step names in the order ``random.shuffle`` left them,
+    ``alphas`` the ``1 + uniform(-0.4, 0.4)`` of each step in that order, ``lighting`` the three
+    ``normal(scale=0.1)`` weights. The grayscale and its mean are taken once, before the steps.
+    """
+    gs = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)  # [H, W]
+    gs_mean = gs.mean()
+    for name, alpha in zip(order, alphas):
+        if name == "brightness":
+            image *= alpha
+        elif name == "contrast":  # blend with the mean gray
+            image *= alpha
+            image += gs_mean * (1 - alpha)
+        elif name == "saturation":  # blend with the per-pixel gray
+            image *= alpha
+            image += gs[:, :, None] * (1 - alpha)
+        else:
+            raise ValueError(f"unknown colour step {name!r}")
+    image += np.dot(eig_vec, eig_val * lighting)
+    return image
