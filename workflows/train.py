@@ -408,7 +408,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
         result = train_epoch(model, in_lockstep(loader, world, seen), criterion=criterion,
                              optimizer=optimizer, weights=cfg.loss_weights, device=device,
                              max_grad_norm=cfg.max_grad_norm, amp_dtype=amp_dtype, scaler=scaler,
-                             on_step=on_step, max_steps=cfg.max_steps_per_epoch)
+                             on_step=on_step, max_steps=cfg.max_steps_per_epoch, color=loader.color)
         scheduler.step()
         if seen is not None:
             first_epoch_ids = seen
