@@ -39,17 +39,21 @@ def _flatten_heatmaps(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     for b, sample in enumerate(samples):
         if tuple(int(v) for v in sample["hm_shape"]) != shape:
             raise ValueError(f"sample {b} has hm_shape {tuple(sample['hm_shape'])}, sample 0 has {shape}")
-        index = torch.as_tensor(sample["hm_index"]).to(torch.int64)  # [P_b]
-        value = torch.as_tensor(sample["hm_value"], dtype=torch.float32)  # [P_b]
-        if index.shape != value.shape or index.dim() != 1:
-            raise ValueError(f"sample {b}: hm_index {tuple(index.shape)} and hm_value {tuple(value.shape)} "
-                             "must be [P] of one length")
-        if index.numel() and (int(index.min()) < 0 or int(index.max()) >= numel):
-            raise ValueError(f"sample {b}: hm_index values must lie in 0..{numel - 1} for hm_shape {shape}, "
-                             f"got {int(index.min())}..{int(index.max())}")
-        indices.append(index + b * numel)
-        values.append(value)
-    return {"hm_index": torch.cat(indices), "hm_value": torch.cat(values), "hm_shape": shape}
+        indices.append(torch.as_tensor(sample["hm_index"]))
+        values.append(torch.as_tensor(sample["hm_value"]))
+        if indices[-1].shape != values[-1].shape or indices[-1].dim() != 1:
+            raise ValueError(f"sample {b}: hm_index {tuple(indices[-1].shape)} and hm_value "
+                             f"{tuple(values[-1].shape)} must be [P] of one length")
+    index = torch.cat(indices).to(torch.int64)  # [P] each sample's own flat index
+    owner = torch.repeat_interleave(torch.arange(len(samples)), torch.tensor([len(i) for i in indices]))  # [P]
+    bad = (index < 0) | (index >= numel)
+    if bool(bad.any()):
+        b = int(owner[bad][0])
+        own = index[owner == b]
+        raise ValueError(f"sample {b}: hm_index values must lie in 0..{numel - 1} for hm_shape {shape}, "
+                         f"got {int(own.min())}..{int(own.max())}")
+    return {"hm_index": index.add_(owner * numel), "hm_value": torch.cat(values).to(torch.float32),
+            "hm_shape": shape}
 
 
 def collate_samples(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

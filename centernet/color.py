@@ -98,9 +98,10 @@ def color_coefficients(params: ColorParams) -> tuple[Tensor, Tensor, Tensor, Ten
 
 
 def _gray(images: Tensor) -> Tensor:
-    """BGR ``[B, 3, H, W]`` -> ``[B, H, W]`` float32, cv2's BGR2GRAY weights."""
+    """BGR ``[B, 3, H, W]`` (uint8 or float) -> ``[B, H, W]`` float32, cv2's BGR2GRAY weights."""
     wb, wg, wr = GRAY_WEIGHTS_BGR
-    return images[:, 0] * wb + images[:, 1] * wg + images[:, 2] * wr
+    gray = torch.mul(images[:, 0], wb)  # [B, H, W] float32
+    return gray.add_(images[:, 1], alpha=wg).add_(images[:, 2], alpha=wr)
 
 
 def color_augment(images: Tensor, params: ColorParams) -> Tensor:
@@ -109,10 +110,17 @@ def color_augment(images: Tensor, params: ColorParams) -> Tensor:
     if not images.is_floating_point():
         raise ValueError(f"color_augment takes float images in [0, 1], got dtype {images.dtype}")
     p, q, r, shift = (t.to(images.device, torch.float32) for t in color_coefficients(params))
-    gray = _gray(images.float())  # [B, H, W]
-    mean = gray.mean(dim=(1, 2))  # [B]
-    offset = q[:, None] * mean[:, None] + shift  # [B, 3]
-    return images.float() * p.view(-1, 1, 1, 1) + gray[:, None] * r.view(-1, 1, 1, 1) + offset[:, :, None, None]
+    x = images.float()  # [B, 3, H, W]
+    gray = _gray(x)  # [B, H, W]
+    offset = q[:, None] * gray.mean(dim=(1, 2))[:, None] + shift  # [B, 3]
+    return x * p.view(-1, 1, 1, 1) + gray[:, None] * r.view(-1, 1, 1, 1) + offset[:, :, None, None]
+
+
+def _to_device(values: Tensor, device: torch.device) -> Tensor:
+    """A small CPU tensor on ``device`` without a stream sync (pinned, non-blocking, for CUDA)."""
+    if device.type == "cuda":
+        values = values.pin_memory()
+    return values.to(device, non_blocking=True)
 
 
 def to_network_input(images: Tensor, params: ColorParams | None = None) -> Tensor:
@@ -124,9 +132,9 @@ def to_network_input(images: Tensor, params: ColorParams | None = None) -> Tenso
         raise ValueError(f"images must be uint8 [B, 3, H, W], got {images.dtype} {tuple(images.shape)}")
     device = images.device
     out = torch.empty(images.shape, dtype=torch.float32, device=device)  # [B, 3, H, W] contiguous
-    mean = torch.as_tensor(COCO_MEAN_BGR * 255.0, device=device).view(1, 3, 1, 1)
-    std = torch.as_tensor(COCO_STD_BGR * 255.0, device=device).view(1, 3, 1, 1)
     if params is None:
+        mean, std = _to_device(torch.from_numpy(np.stack([COCO_MEAN_BGR, COCO_STD_BGR]) * 255.0),
+                               device).view(2, 1, 3, 1, 1)
         torch.sub(images, mean, out=out)
         return out.div_(std)
     if params.order.shape[0] != images.shape[0]:
@@ -135,15 +143,14 @@ def to_network_input(images: Tensor, params: ColorParams | None = None) -> Tenso
     mean64 = torch.from_numpy(COCO_MEAN_BGR.astype(np.float64))  # [3]
     std64 = torch.from_numpy(COCO_STD_BGR.astype(np.float64))  # [3]
     # z = (P u/255 + Q m/255 + R g/255 + L - mean) / std with u, g = gray(u), m = mean(g) in 0..255
-    scale = (p[:, None] / (255.0 * std64)).to(device, torch.float32)  # [B, 3]
-    gray_w = (r[:, None] / (255.0 * std64)).to(device, torch.float32)  # [B, 3]
-    mean_w = (q[:, None] / (255.0 * std64)).to(device, torch.float32)  # [B, 3]
-    const = ((shift - mean64) / std64).to(device, torch.float32)  # [B, 3]
-    gray = _gray(images)  # [B, H, W] float32, 0..255
+    coeffs = torch.stack([p[:, None] / (255.0 * std64), r[:, None] / (255.0 * std64),
+                          q[:, None] / (255.0 * std64), (shift - mean64) / std64], dim=1)  # [B, 4, 3]
+    scale, gray_w, mean_w, const = _to_device(coeffs.to(torch.float32), device).unbind(1)  # [B, 3] each
+    out.copy_(images)  # [B, 3, H, W] float32 0..255, contiguous (one pass over any input strides)
+    gray = _gray(out)  # [B, H, W]
     offset = const + mean_w * gray.mean(dim=(1, 2))[:, None]  # [B, 3]
-    torch.mul(images, scale[:, :, None, None], out=out)
-    out.addcmul_(gray[:, None], gray_w[:, :, None, None])
-    return out.add_(offset[:, :, None, None])
+    torch.addcmul(offset[:, :, None, None], out, scale[:, :, None, None], out=out)  # in place
+    return out.addcmul_(gray[:, None], gray_w[:, :, None, None])
 
 
 class ColorAugment:

@@ -132,3 +132,25 @@ def test_training_step_through_the_sparse_path_equals_the_dense_path():
         assert a.losses[name] == pytest.approx(b.losses[name], rel=1e-5, abs=1e-6), name
     assert a.total == pytest.approx(b.total, rel=1e-5)
     assert a.losses["hm"] > 0 and a.losses["wh"] > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_pinned_channels_last_batch_on_cuda_equals_the_cpu_result():
+    from centernet.color import ColorAugment
+
+    config = SampleConfig(input_size=(64, 64))
+    rng = np.random.default_rng(3)
+    samples = []
+    for i in range(4):
+        image, objects = render_image(rng, 70, 90, 5, 3, (8, 40))
+        boxes = np.array([b for b, _ in objects], np.float32)
+        samples.append(make_sample(image, boxes, np.array([c for _, c in objects]), 3, config,
+                                   np.random.default_rng(i)))
+    batch = collate_samples(samples)
+    pinned = {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    assert pinned["image"].is_pinned() and pinned["image"].stride() == batch["image"].stride()
+    on_gpu = move_batch(pinned, "cuda", color=ColorAugment(5))
+    on_cpu = move_batch(batch, "cpu", color=ColorAugment(5))
+    assert torch.equal(on_gpu["hm"].cpu().view(torch.int32), on_cpu["hm"].view(torch.int32))
+    assert on_gpu["image"].is_contiguous() and on_gpu["image"].device.type == "cuda"
+    torch.testing.assert_close(on_gpu["image"].cpu(), on_cpu["image"], atol=1e-4, rtol=1e-5)
