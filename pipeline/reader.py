@@ -161,7 +161,7 @@ def decode_row(raw: dict[str, Any], settings: PrecomputeSettings, num_classes: i
 
 
 def numpy_sample(row: dict[str, Any]) -> dict[str, Any]:
-    """A decoded row (:func:`decode_row`) -> the DESIGN §2 sample: owned copies, dense "hm"
+    """A decoded row (:func:`decode_row`) -> the documented numpy sample: owned copies, dense "hm"
     ``[C, H, W]`` float32 (rendered by :func:`centernet.heatmap.dense_heatmap`), "classes" int64,
     "affine" float64."""
     sample = {k: np.array(v) for k, v in row.items() if k not in ("hm_index", "hm_value", "hm_shape")}
