@@ -26,13 +26,14 @@ float32 rounding (not bit for bit); the parameters are the same on every device.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from centernet.transforms import COCO_MEAN_BGR, COCO_STD_BGR
+from centernet.transforms import COCO_MEAN_BGR, COCO_STD_BGR, normalize_batch
 
 # Official PCA lighting constants (ctdet.py), applied to the BGR channels as the official code does.
 EIG_VAL = np.array([0.2141788, 0.01817699, 0.00124462], dtype=np.float32)
@@ -87,11 +88,14 @@ def color_coefficients(params: ColorParams) -> tuple[Tensor, Tensor, Tensor, Ten
     ``-> (a p, a q, a r + 1 - a)``.
     """
     b = params.order.shape[0]
-    p, q, r = torch.ones(b, dtype=torch.float64), torch.zeros(b, dtype=torch.float64), torch.zeros(b, dtype=torch.float64)
+    p = torch.ones(b, dtype=torch.float64)  # [B]
+    q, r = torch.zeros_like(p), torch.zeros_like(p)
     for step in range(3):
         op = params.order[:, step]  # [B]
         a = params.alpha.to(torch.float64).gather(1, op[:, None])[:, 0]  # [B]
-        p, q, r = a * p, a * q + torch.where(op == CONTRAST, 1.0 - a, 0.0), a * r + torch.where(op == SATURATION, 1.0 - a, 0.0)
+        q = a * q + torch.where(op == CONTRAST, 1.0 - a, 0.0)
+        r = a * r + torch.where(op == SATURATION, 1.0 - a, 0.0)
+        p = a * p
     weights = params.lighting.to(torch.float64) * torch.from_numpy(EIG_VAL.astype(np.float64))  # [B, 3]
     shift = weights @ torch.from_numpy(EIG_VEC.astype(np.float64)).T  # [B, 3]: eigvec @ (eigval * alpha)
     return p, q, r, shift
@@ -126,17 +130,12 @@ def _to_device(values: Tensor, device: torch.device) -> Tensor:
 def to_network_input(images: Tensor, params: ColorParams | None = None) -> Tensor:
     """uint8 BGR ``[B, 3, H, W]`` (any strides, e.g. channels-last) -> contiguous float32
     ``[B, 3, H, W]``: ``/ 255``, with ``params`` the colour augmentation, then ``(x - mean) / std``
-    (COCO BGR statistics), on the images' device. Without ``params`` the values equal
-    :func:`centernet.transforms.normalize_batch` exactly."""
+    (COCO BGR statistics), on the images' device. Without ``params``:
+    :func:`centernet.transforms.normalize_batch`."""
     if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be uint8 [B, 3, H, W], got {images.dtype} {tuple(images.shape)}")
-    device = images.device
-    out = torch.empty(images.shape, dtype=torch.float32, device=device)  # [B, 3, H, W] contiguous
     if params is None:
-        mean, std = _to_device(torch.from_numpy(np.stack([COCO_MEAN_BGR, COCO_STD_BGR]) * 255.0),
-                               device).view(2, 1, 3, 1, 1)
-        torch.sub(images, mean, out=out)
-        return out.div_(std)
+        return normalize_batch(images)
     if params.order.shape[0] != images.shape[0]:
         raise ValueError(f"params are for {params.order.shape[0]} images, the batch has {images.shape[0]}")
     p, q, r, shift = color_coefficients(params)
@@ -145,8 +144,9 @@ def to_network_input(images: Tensor, params: ColorParams | None = None) -> Tenso
     # z = (P u/255 + Q m/255 + R g/255 + L - mean) / std with u, g = gray(u), m = mean(g) in 0..255
     coeffs = torch.stack([p[:, None] / (255.0 * std64), r[:, None] / (255.0 * std64),
                           q[:, None] / (255.0 * std64), (shift - mean64) / std64], dim=1)  # [B, 4, 3]
-    scale, gray_w, mean_w, const = _to_device(coeffs.to(torch.float32), device).unbind(1)  # [B, 3] each
-    out.copy_(images)  # [B, 3, H, W] float32 0..255, contiguous (one pass over any input strides)
+    scale, gray_w, mean_w, const = _to_device(coeffs.to(torch.float32), images.device).unbind(1)  # [B, 3]
+    out = torch.empty(images.shape, dtype=torch.float32, device=images.device)  # [B, 3, H, W] contiguous
+    out.copy_(images)  # float32 0..255 (one pass over any input strides)
     gray = _gray(out)  # [B, H, W]
     offset = const + mean_w * gray.mean(dim=(1, 2))[:, None]  # [B, 3]
     torch.addcmul(offset[:, :, None, None], out, scale[:, :, None, None], out=out)  # in place
@@ -154,34 +154,45 @@ def to_network_input(images: Tensor, params: ColorParams | None = None) -> Tenso
 
 
 class ColorAugment:
-    """Training-time colour augmentation: ``augment(images_uint8)`` -> augmented, normalised
-    float32 images (:func:`to_network_input`), with fresh per-sample parameters per call.
+    """Training-time colour augmentation: ``augment(images_uint8, image_ids, views)`` -> augmented,
+    normalised float32 images (:func:`to_network_input`).
 
-    Parameters come from a CPU ``torch.Generator`` seeded by (seed, rank, epoch): call
-    :meth:`set_epoch` each epoch (a DDP rank passes its own ``rank``), so a run is reproducible
-    and ranks draw different parameters. ``jitter``/``lighting_std`` default to the official 0.4/0.1.
-    Use it for training batches only (:func:`centernet.engine.move_batch` takes it as ``color``).
+    Each sample's parameters come from a CPU ``torch.Generator`` seeded by (seed, epoch, image id,
+    view): they do not depend on the batch, loader worker or DDP rank the sample lands on, so a run
+    is reproducible and N workers with batch B see exactly the colours 1 worker with batch N*B sees
+    (as the geometric augmentation, fixed per (seed, image id, view) in the shards). Call
+    :meth:`set_epoch` each epoch. ``jitter``/``lighting_std`` default to the official 0.4/0.1. Use it
+    for training batches only (:func:`centernet.engine.move_batch` takes it as ``color``).
     """
 
-    def __init__(self, seed: int = 0, rank: int = 0, *, jitter: float = COLOR_JITTER,
-                 lighting_std: float = LIGHTING_STD):
+    def __init__(self, seed: int = 0, *, jitter: float = COLOR_JITTER, lighting_std: float = LIGHTING_STD):
         if not 0.0 <= jitter < 1.0:
             raise ValueError(f"jitter must be in [0, 1), got {jitter!r}")
         if not lighting_std >= 0.0:
             raise ValueError(f"lighting_std must be >= 0, got {lighting_std!r}")
-        self.seed, self.rank = int(seed), int(rank)
+        self.seed = int(seed)
         self.jitter, self.lighting_std = float(jitter), float(lighting_std)
-        self.generator = torch.Generator()
-        self.set_epoch(0)
+        self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
-        """Reseed from (seed, rank, epoch)."""
-        words = np.random.SeedSequence([self.seed & 0xFFFFFFFF, self.rank, int(epoch)]).generate_state(2)
-        self.generator.manual_seed(int(words[0]) << 31 ^ int(words[1]))
+        self.epoch = int(epoch)
 
-    def draw(self, batch_size: int) -> ColorParams:
-        return draw_color_params(batch_size, self.generator, self.jitter, self.lighting_std)
+    def draw(self, image_ids: Sequence[int], views: Sequence[int] | None = None) -> ColorParams:
+        """The parameters of the samples (image id, view) of this epoch (views default to 0)."""
+        views = [0] * len(image_ids) if views is None else views
+        if len(views) != len(image_ids):
+            raise ValueError(f"got {len(image_ids)} image ids but {len(views)} views")
+        generator = torch.Generator()
+        parts = []
+        for image_id, view in zip(image_ids, views):
+            i, v = int(image_id), int(view)
+            words = np.random.SeedSequence([self.seed & 0xFFFFFFFF, self.epoch, i & 0xFFFFFFFF,
+                                            (i >> 32) & 0xFFFFFFFF, v & 0xFFFFFFFF]).generate_state(2)
+            generator.manual_seed(int(words[0]) << 31 ^ int(words[1]))
+            parts.append(draw_color_params(1, generator, self.jitter, self.lighting_std))
+        return ColorParams(*(torch.cat([getattr(p, f) for p in parts]).reshape(-1, 3)
+                             for f in ("order", "alpha", "lighting")))
 
-    def __call__(self, images: Tensor) -> Tensor:
+    def __call__(self, images: Tensor, image_ids: Sequence[int], views: Sequence[int] | None = None) -> Tensor:
         """uint8 BGR ``[B, 3, H, W]`` -> augmented, normalised contiguous float32 ``[B, 3, H, W]``."""
-        return to_network_input(images, self.draw(int(images.shape[0])))
+        return to_network_input(images, self.draw(image_ids, views))

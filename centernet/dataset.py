@@ -67,4 +67,5 @@ class CocoSampleDataset(Dataset):
                              self.config, rng)
         out: dict[str, Any] = {k: v if k == "hm_shape" else torch.from_numpy(v) for k, v in sample.items()}
         out["image_id"] = torch.tensor(record.image_id, dtype=torch.int64)
+        out["view"] = torch.tensor(0, dtype=torch.int64)  # one view of each image per epoch
         return out

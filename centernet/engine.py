@@ -56,17 +56,21 @@ def move_batch(batch: Mapping[str, Tensor], device: torch.device | str, *,
 
     "image": uint8 BGR ``[B, 3, H, W]`` (any strides) is normalised on ``device`` into a contiguous
     float32 batch, with ``color`` (training only) the official colour augmentation applied between
-    ``/ 255`` and the standardisation; an already normalised float32 batch is moved as it is. "hm":
+    ``/ 255`` and the standardisation (its parameters keyed by the batch's "image_id" and "view");
+    an already normalised float32 batch is moved as it is. "hm":
     a dense batch's is moved, a sparse one (:func:`centernet.batch.collate_samples`) is rendered on
     ``device`` (:func:`centernet.batch.dense_heatmaps`).
     """
     moved = {k: batch[k].to(device, non_blocking=True) for k in ("wh", "reg", "ind", "mask")}
     moved["hm"] = dense_heatmaps(batch, device)
     image = batch["image"].to(device, non_blocking=True)
-    if image.dtype == torch.uint8:
-        image = to_network_input(image) if color is None else color(image)
-    elif color is not None:
-        raise ValueError(f"colour augmentation needs the uint8 images the readers yield, got {image.dtype}")
+    if color is not None and (image.dtype != torch.uint8 or "image_id" not in batch):
+        raise ValueError("colour augmentation needs the uint8 images and the image ids the readers yield, got "
+                         f"{image.dtype} images and keys {sorted(batch)}")
+    if color is not None:  # per-sample parameters keyed by (image id, view): independent of the batching
+        image = color(image, batch["image_id"].tolist(), batch["view"].tolist() if "view" in batch else None)
+    elif image.dtype == torch.uint8:
+        image = to_network_input(image)
     moved["image"] = image
     return moved
 

@@ -103,9 +103,9 @@ class RankSampler:
 class RankLoader:
     """A DataLoader over one rank's share, with ``set_epoch`` forwarded to what reshuffles.
 
-    ``color``: the colour augmentation for this rank's training batches
-    (:class:`centernet.color.ColorAugment`, reseeded by ``set_epoch``), ``None`` for validation
-    data or when switched off; pass it on as ``train_epoch(..., color=loader.color)``.
+    ``color``: the colour augmentation of the training batches (:class:`centernet.color.ColorAugment`,
+    told the epoch by ``set_epoch``), ``None`` for validation data or when switched off; pass it on
+    as ``train_epoch(..., color=loader.color)``.
     """
 
     loader: Any
@@ -136,7 +136,8 @@ def make_loader(
 
     Batches are :func:`centernet.batch.collate_samples`'s (set ``pin_memory`` for a CUDA device).
     With ``train`` and ``color_aug`` the result carries a :class:`centernet.color.ColorAugment`
-    seeded by (``seed``, ``rank``, epoch) as ``.color``; otherwise ``.color`` is ``None``.
+    (per-sample parameters from ``seed``, the epoch, image id and view) as ``.color``; otherwise
+    ``.color`` is ``None``.
     """
     from torch.utils.data import DataLoader
 
@@ -147,7 +148,7 @@ def make_loader(
                                   drop_last=False, collate_fn=collate_samples)
     if loader_workers > 0:
         common["prefetch_factor"] = 4
-    color = ColorAugment(seed, rank) if train and color_aug else None
+    color = ColorAugment(seed) if train and color_aug else None
     extra = [color] if color is not None else []
     if info.kind == "shards":
         from pipeline.reader import ShardDataset

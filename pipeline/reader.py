@@ -204,8 +204,8 @@ class ShardDataset(_IterableDataset):
     ``DataLoader(ds, batch_size=B, collate_fn=centernet.batch.collate_samples)``): "image" uint8
     ``[3, S, S]`` BGR (a channels-last view of the stored ``[S, S, 3]`` pixels), the sparse heatmap
     "hm_index" int32 ``[P]``, "hm_value" float32 ``[P]`` and "hm_shape" (C, S/4, S/4), "wh"/"reg"
-    float32 ``[K, 2]``, "ind" int64 ``[K]``, "mask" uint8 ``[K]``, "image_id" int64 ``[]``, "affine"
-    float32 ``[2, 3]`` (output-map px -> original image px). :func:`centernet.engine.move_batch`
+    float32 ``[K, 2]``, "ind" int64 ``[K]``, "mask" uint8 ``[K]``, "image_id" and "view" int64 ``[]``,
+    "affine" float32 ``[2, 3]`` (output-map px -> original image px). :func:`centernet.engine.move_batch`
     renders the heatmaps and normalises the images on the training device.
 
     ``rank``/``world_size`` default to ``torch.distributed``'s when it is initialised. Shuffling:
@@ -311,5 +311,6 @@ class ShardDataset(_IterableDataset):
             "ind": tensor(row["ind"]),  # [K] int64
             "mask": tensor(row["mask"]),  # [K] uint8
             "image_id": torch.tensor(row["image_id"], dtype=torch.int64),
+            "view": torch.tensor(row["view"], dtype=torch.int64),
             "affine": torch.from_numpy(row["affine"].astype(np.float32)),  # [2, 3]
         }

@@ -79,6 +79,7 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None
     max_grad_norm: float | None = 35.0
     batchnorm: str = "batch"
+    color_aug: bool = True  # the official colour augmentation of training batches, on the device
     preview_images: int = 4
     log_every: int = 1
 
@@ -370,7 +371,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
     scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
     criterion = CenterNetLoss()
     loader = make_loader(info, rank=rank, world_size=world, batch_size=cfg.batch_size, train=True,
-                         seed=cfg.seed, loader_workers=cfg.loader_workers, pin_memory=device.type == "cuda")
+                         seed=cfg.seed, loader_workers=cfg.loader_workers, pin_memory=device.type == "cuda",
+                         color_aug=cfg.color_aug)
 
     logger = None
     if rank == 0 and loop_config.get("mlflow_run_id"):

@@ -94,18 +94,23 @@ def test_fused_network_input_equals_augment_then_standardise():
     torch.testing.assert_close(to_network_input(images, params(b=4)), plain, atol=1e-5, rtol=0)
 
 
-def test_draws_are_seeded_per_seed_rank_epoch_and_within_official_ranges():
-    a, b, c = ColorAugment(seed=3, rank=0), ColorAugment(seed=3, rank=0), ColorAugment(seed=3, rank=1)
-    pa, pb, pc = a.draw(512), b.draw(512), c.draw(512)
-    assert torch.equal(pa.alpha, pb.alpha) and torch.equal(pa.order, pb.order)
-    assert not torch.equal(pa.alpha, pc.alpha)
+def test_draws_are_keyed_by_seed_epoch_image_and_view_not_by_batching():
+    ids = list(range(100, 612))
+    a = ColorAugment(seed=3)
+    pa = a.draw(ids)
+    assert a.draw(ids[:2]).alpha.tolist() == pa.alpha[:2].tolist()  # a sample's draw ignores its batch
+    assert torch.equal(ColorAugment(seed=3).draw(ids[::-1]).alpha, pa.alpha.flip(0))
+    assert not torch.equal(ColorAugment(seed=4).draw(ids).alpha, pa.alpha)
+    assert not torch.equal(a.draw(ids, [1] * len(ids)).alpha, pa.alpha)  # another view
     a.set_epoch(1)
-    assert not torch.equal(a.draw(512).alpha, pb.alpha)
+    assert not torch.equal(a.draw(ids).alpha, pa.alpha)
     a.set_epoch(0)
-    assert torch.equal(a.draw(512).lighting, pa.lighting)  # reseeding restarts the epoch's stream
+    assert torch.equal(a.draw(ids).lighting, pa.lighting)
     assert pa.alpha.min() >= 0.6 and pa.alpha.max() <= 1.4
     assert abs(float(pa.lighting.std()) - 0.1) < 0.01
     assert len({tuple(o) for o in pa.order.tolist()}) == 6  # every order occurs
+    with pytest.raises(ValueError, match="2 image ids but 1 views"):
+        a.draw([1, 2], [0])
 
 
 def test_colour_is_applied_only_when_given_and_only_to_uint8():
@@ -114,11 +119,17 @@ def test_colour_is_applied_only_when_given_and_only_to_uint8():
     images = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
     batch = {"image": images, "hm": torch.zeros(2, 1, 2, 2), "wh": torch.zeros(2, 4, 2),
              "reg": torch.zeros(2, 4, 2), "ind": torch.zeros(2, 4, dtype=torch.int64),
-             "mask": torch.zeros(2, 4, dtype=torch.uint8)}
+             "mask": torch.zeros(2, 4, dtype=torch.uint8), "image_id": torch.tensor([7, 9]),
+             "view": torch.tensor([0, 1])}
     assert torch.equal(move_batch(batch, "cpu")["image"], normalize_batch(images))
-    assert not torch.allclose(move_batch(batch, "cpu", color=ColorAugment(0))["image"], normalize_batch(images))
-    with pytest.raises(ValueError, match="needs the uint8 images"):
-        move_batch({**batch, "image": normalize_batch(images)}, "cpu", color=ColorAugment(0))
+    color = ColorAugment(0)
+    augmented = move_batch(batch, "cpu", color=color)["image"]
+    assert not torch.allclose(augmented, normalize_batch(images))
+    torch.testing.assert_close(augmented, to_network_input(images, color.draw([7, 9], [0, 1])), atol=0, rtol=0)
+    with pytest.raises(ValueError, match="needs the uint8 images and the image ids"):
+        move_batch({**batch, "image": normalize_batch(images)}, "cpu", color=color)
+    with pytest.raises(ValueError, match="needs the uint8 images and the image ids"):
+        move_batch({k: v for k, v in batch.items() if k != "image_id"}, "cpu", color=color)
 
 
 def test_bad_parameters_are_refused():

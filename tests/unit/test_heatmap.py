@@ -144,8 +144,8 @@ def test_pinned_channels_last_batch_on_cuda_equals_the_cpu_result():
     for i in range(4):
         image, objects = render_image(rng, 70, 90, 5, 3, (8, 40))
         boxes = np.array([b for b, _ in objects], np.float32)
-        samples.append(make_sample(image, boxes, np.array([c for _, c in objects]), 3, config,
-                                   np.random.default_rng(i)))
+        sample = make_sample(image, boxes, np.array([c for _, c in objects]), 3, config, np.random.default_rng(i))
+        samples.append({**sample, "image_id": 10 + i})
     batch = collate_samples(samples)
     pinned = {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
     assert pinned["image"].is_pinned() and pinned["image"].stride() == batch["image"].stride()
