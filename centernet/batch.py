@@ -4,9 +4,10 @@ A training sample (``pipeline.reader.ShardDataset``, ``centernet.dataset.CocoSam
 dict with "image" uint8 ``[3, H, W]`` BGR (any strides: the readers hand over a channels-last view
 of the stored ``[H, W, 3]`` pixels), the sparse heatmap "hm_index" ``[P]`` (flat C-order index into
 ``[C, H/4, W/4]``), "hm_value" ``[P]`` float32 and "hm_shape" (C, H/4, W/4), and "wh"/"reg" ``[K, 2]``,
-"ind" ``[K]``, "mask" ``[K]``, "image_id", "affine" ``[2, 3]``. :func:`collate_samples` batches it
-without densifying anything; :func:`dense_heatmaps` renders the batch's heatmaps on the training
-device (``centernet.engine.move_batch`` calls it).
+"ind" ``[K]``, "mask" ``[K]``, "image_id", "view" (which stored view of the image; keys the colour
+augmentation) and "affine" ``[2, 3]``. :func:`collate_samples` batches it without densifying
+anything; :func:`dense_heatmaps` renders the batch's heatmaps on the training device
+(``centernet.engine.move_batch`` calls it).
 """
 
 from __future__ import annotations
