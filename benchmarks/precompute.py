@@ -1,7 +1,7 @@
 """Precompute throughput with 2 Ray workers vs 1 (target: >= 1.7x), in one Ray instance.
 
 Synthetic COCO-like images (320-640 px, 2-8 objects), official augmentation, input 512. Workers
-are warmed up first (imports, albumentations), then the same dataset is precomputed into fresh
+are warmed up first (imports), then the same dataset is precomputed into fresh
 directories with ``workers=1`` and ``workers=2``, alternating; each timing is the best of
 ``--repeats``. Also printed per best run: the CPU and wall seconds spent inside the chunk tasks
 (summed over tasks) and the driver's own wall time before the first task ("setup": JSON
@@ -27,9 +27,7 @@ from pipeline.schema import PrecomputeSettings
 
 
 def _warm() -> int:
-    import albumentations  # noqa: F401  (the import the first real task would pay for)
-
-    import pipeline.precompute  # noqa: F401
+    import pipeline.precompute  # noqa: F401  (the import the first real task would pay for)
 
     return 1
 

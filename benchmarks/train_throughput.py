@@ -19,6 +19,8 @@ def plain_loop(shards: Path, batch_size: int, epochs: int) -> tuple[float, float
     import torch
     from torch.utils.data import DataLoader
 
+    from centernet.batch import collate_samples
+    from centernet.color import ColorAugment
     from centernet.engine import make_optimizer, scaled_lr, train_epoch
     from centernet.losses import DEFAULT_LOSS_WEIGHTS, CenterNetLoss
     from centernet.models import build_model
@@ -27,14 +29,16 @@ def plain_loop(shards: Path, batch_size: int, epochs: int) -> tuple[float, float
     torch.set_num_threads(1)
     torch.manual_seed(0)
     ds = ShardDataset(shards, rank=0, world_size=1, shuffle=True, seed=0)
-    loader = DataLoader(ds, batch_size=batch_size, num_workers=1, prefetch_factor=4)
+    loader = DataLoader(ds, batch_size=batch_size, num_workers=1, prefetch_factor=4, collate_fn=collate_samples)
+    color = ColorAugment(0)  # as Ray Train's training loader (pipeline.loader.make_loader)
     model = build_model("resnet18", ds.num_classes)
     opt = make_optimizer(model, scaled_lr(batch_size))
     result = None
     for epoch in range(epochs):
         ds.set_epoch(epoch)
+        color.set_epoch(epoch)
         result = train_epoch(model, loader, criterion=CenterNetLoss(), optimizer=opt, weights=DEFAULT_LOSS_WEIGHTS,
-                             device="cpu")
+                             device="cpu", color=color)
     return result.images_per_second, result.data_wait_share
 
 

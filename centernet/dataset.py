@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -16,8 +17,12 @@ from centernet.sample import SampleConfig, make_sample
 class CocoSampleDataset(Dataset):
     """Images + annotations -> sample dicts of :func:`centernet.sample.make_sample` as tensors.
 
-    With ``augment=True`` each access draws a fresh random augmentation from a generator seeded by
-    (seed, epoch, index), so runs are reproducible; call :meth:`set_epoch` each epoch.
+    Samples have the training form of :mod:`centernet.batch` (uint8 image, sparse heatmap), the
+    same as ``pipeline.reader.ShardDataset``'s: batch them with
+    ``DataLoader(..., collate_fn=centernet.batch.collate_samples)``. With ``augment=True`` each
+    access draws a fresh random geometric augmentation from a generator seeded by (seed, epoch,
+    index), so runs are reproducible; call :meth:`set_epoch` each epoch. Colour augmentation is
+    applied to training batches on the device (:class:`centernet.color.ColorAugment`).
     """
 
     def __init__(
@@ -55,11 +60,12 @@ class CocoSampleDataset(Dataset):
             raise FileNotFoundError(f"cannot read image {path} (image id {record.image_id})")
         return image
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, index: int) -> dict[str, Any]:
         record = self.coco.images[index]
         rng = np.random.default_rng((self.seed, self.epoch, index)) if self.augment else None
         sample = make_sample(self.load_image(index), record.boxes, record.classes, self.num_classes,
                              self.config, rng)
-        out = {k: torch.from_numpy(v) for k, v in sample.items()}
+        out: dict[str, Any] = {k: v if k == "hm_shape" else torch.from_numpy(v) for k, v in sample.items()}
         out["image_id"] = torch.tensor(record.image_id, dtype=torch.int64)
+        out["view"] = torch.tensor(0, dtype=torch.int64)  # one view of each image per epoch
         return out

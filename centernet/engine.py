@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from centernet.batch import dense_heatmaps
+from centernet.color import ColorAugment, to_network_input
 from centernet.losses import LOSS_NAMES, CenterNetLoss, combine_losses
-from centernet.transforms import normalize_batch
 
 OFFICIAL_BASE_LR = 1.25e-4
 OFFICIAL_BASE_BATCH = 32
@@ -49,14 +50,28 @@ class StepResult:
     batch_size: int
 
 
-def move_batch(batch: Mapping[str, Tensor], device: torch.device | str) -> dict[str, Tensor]:
-    """The tensors a step needs, on ``device`` (non-blocking).
+def move_batch(batch: Mapping[str, Tensor], device: torch.device | str, *,
+               color: ColorAugment | None = None) -> dict[str, Tensor]:
+    """The tensors a step needs, on ``device`` (non-blocking copies; pin the batch for CUDA).
 
-    "image" may be normalised float32 or raw uint8 BGR ``[B, 3, H, W]``; uint8 is normalised on
-    ``device`` (cheaper to ship, and the arithmetic runs on the accelerator).
+    "image": uint8 BGR ``[B, 3, H, W]`` (any strides) is normalised on ``device`` into a contiguous
+    float32 batch, with ``color`` (training only) the official colour augmentation applied between
+    ``/ 255`` and the standardisation (its parameters keyed by the batch's "image_id" and "view");
+    an already normalised float32 batch is moved as it is. "hm":
+    a dense batch's is moved, a sparse one (:func:`centernet.batch.collate_samples`) is rendered on
+    ``device`` (:func:`centernet.batch.dense_heatmaps`).
     """
-    moved = {k: batch[k].to(device, non_blocking=True) for k in TARGET_KEYS}
-    moved["image"] = normalize_batch(moved["image"])
+    moved = {k: batch[k].to(device, non_blocking=True) for k in ("wh", "reg", "ind", "mask")}
+    moved["hm"] = dense_heatmaps(batch, device)
+    image = batch["image"].to(device, non_blocking=True)
+    if color is not None and (image.dtype != torch.uint8 or "image_id" not in batch):
+        raise ValueError("colour augmentation needs the uint8 images and the image ids the readers yield, got "
+                         f"{image.dtype} images and keys {sorted(batch)}")
+    if color is not None:  # per-sample parameters keyed by (image id, view): independent of the batching
+        image = color(image, batch["image_id"].tolist(), batch["view"].tolist() if "view" in batch else None)
+    elif image.dtype == torch.uint8:
+        image = to_network_input(image)
+    moved["image"] = image
     return moved
 
 
@@ -153,10 +168,12 @@ def train_epoch(
     scaler: torch.amp.GradScaler | None = None,
     on_step: Callable[[int, StepResult], None] | None = None,
     max_steps: int | None = None,
+    color: ColorAugment | None = None,
 ) -> EpochResult:
     """Run :func:`train_step` over ``loader``; ``on_step(step_index, result)`` after each step.
 
-    Time spent waiting for the loader is measured separately (``data_wait_share``).
+    Time spent waiting for the loader is measured separately (``data_wait_share``). ``color``:
+    the training colour augmentation :func:`move_batch` applies (``None``: off).
     """
     result = EpochResult()
     start = time.perf_counter()
@@ -168,7 +185,7 @@ def train_epoch(
         except StopIteration:
             break
         result.data_wait_seconds += time.perf_counter() - t0
-        step = train_step(model, move_batch(batch, device), criterion=criterion, optimizer=optimizer,
+        step = train_step(model, move_batch(batch, device, color=color), criterion=criterion, optimizer=optimizer,
                           weights=weights, max_grad_norm=max_grad_norm, amp_dtype=amp_dtype, scaler=scaler)
         result.steps += 1
         result.images += step.batch_size

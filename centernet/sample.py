@@ -1,7 +1,9 @@
 """One training or evaluation sample made the official ``ctdet`` way, in process (no precompute).
 
 Used by the in-process dataset (demo, tests, plain-PyTorch runs); ``pipeline/`` precomputes the
-same targets into shards for distributed training.
+same targets into shards for distributed training. A sample has the form the shard reader yields
+(uint8 image, sparse heatmap; see :mod:`centernet.batch`): the dense heatmap and the colour
+augmentation are made on the training device, by the same code for both paths.
 """
 
 from __future__ import annotations
@@ -11,13 +13,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from centernet.targets import encode
+from centernet.targets import encode_sparse
 from centernet.transforms import (
     check_input_size,
     flip_boxes_horizontal,
     get_affine_transform,
     letterbox_params,
-    normalize_image,
     transform_boxes,
     warp_image,
 )
@@ -107,7 +108,7 @@ def make_sample(
     num_classes: int,
     config: SampleConfig,
     rng: np.random.Generator | None = None,
-) -> dict[str, np.ndarray]:
+) -> dict[str, object]:
     """Letterbox (and, with ``rng``, randomly scale/shift/flip) an image and encode its targets.
 
     Args:
@@ -116,11 +117,15 @@ def make_sample(
         rng: random generator for training augmentation; ``None`` gives the deterministic
             test-time letterbox.
 
-    Returns the targets of :func:`centernet.targets.encode` plus "image" float32 ``[3, H, W]``
-    (normalised) and "affine" float32 ``[2, 3]`` mapping output-map pixels to original pixels.
+    Returns the targets of :func:`centernet.targets.encode_sparse` ("hm_index" ``[P]`` int64,
+    "hm_value" ``[P]`` float32, "wh", "reg", "ind", "mask") plus "hm_shape" (C, H/4, W/4), "image"
+    uint8 ``[3, H, W]`` BGR (a channels-last view of the ``[H, W, 3]`` pixels; normalised on the
+    device) and "affine" float32 ``[2, 3]`` mapping output-map pixels to original pixels.
+    :func:`centernet.heatmap.dense_heatmap` gives the dense heatmap of :func:`centernet.targets.encode`.
     """
     image, out_boxes, back = letterbox_view(image_bgr, boxes, config.input_size, config.down_ratio, rng,
                                             config.scale_range, config.flip_prob)
-    targets = encode(out_boxes, classes, num_classes, config.output_size, max_objs=config.max_objs,
-                     min_overlap=config.min_overlap, radius_variant=config.radius_variant)
-    return {**targets, "image": normalize_image(image), "affine": back.astype(np.float32)}
+    targets = encode_sparse(out_boxes, classes, num_classes, config.output_size, max_objs=config.max_objs,
+                            min_overlap=config.min_overlap, radius_variant=config.radius_variant)
+    return {**targets, "hm_shape": (int(num_classes), *config.output_size),
+            "image": image.transpose(2, 0, 1), "affine": back.astype(np.float32)}

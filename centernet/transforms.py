@@ -158,7 +158,8 @@ def normalize_image(image_bgr: np.ndarray) -> np.ndarray:
 
 
 def normalize_batch(images: "torch.Tensor") -> "torch.Tensor":
-    """uint8 BGR ``[B, 3, H, W]`` -> float32 normalised ``[B, 3, H, W]``, on the tensor's device.
+    """uint8 BGR ``[B, 3, H, W]`` (any strides) -> contiguous float32 normalised ``[B, 3, H, W]``,
+    on the tensor's device.
 
     Lets a loader ship 4x smaller uint8 batches and normalise on the accelerator; a float input is
     returned unchanged (already normalised by :func:`normalize_image`).
@@ -169,4 +170,5 @@ def normalize_batch(images: "torch.Tensor") -> "torch.Tensor":
         return images
     mean = torch.as_tensor(COCO_MEAN_BGR * 255.0, device=images.device).view(1, 3, 1, 1)
     std = torch.as_tensor(COCO_STD_BGR * 255.0, device=images.device).view(1, 3, 1, 1)
-    return (images.float() - mean) / std
+    out = torch.empty(images.shape, dtype=torch.float32, device=images.device)  # contiguous
+    return torch.sub(images, mean, out=out).div_(std)

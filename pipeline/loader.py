@@ -4,7 +4,9 @@ A data directory is either precomputed shards (``manifest.json``, local path or 
 ``s3://bucket/shards/train``) read by :class:`pipeline.reader.ShardDataset`, or a COCO directory
 (``images/`` + ``annotations.json``) made into samples in process by
 :class:`centernet.dataset.CocoSampleDataset`. Both are split among ranks and loader workers by the
-one rule of :mod:`pipeline.split`.
+one rule of :mod:`pipeline.split`, yield the same sample form and are batched by the same
+``centernet.batch.collate_samples`` (uint8 images, sparse heatmaps: the dense work is done on the
+training device by ``centernet.engine.move_batch``).
 """
 
 from __future__ import annotations
@@ -100,10 +102,16 @@ class RankSampler:
 
 @dataclass
 class RankLoader:
-    """A DataLoader over one rank's share, with ``set_epoch`` forwarded to what reshuffles."""
+    """A DataLoader over one rank's share, with ``set_epoch`` forwarded to what reshuffles.
+
+    ``color``: the colour augmentation of the training batches (:class:`centernet.color.ColorAugment`,
+    told the epoch by ``set_epoch``), ``None`` for validation data or when switched off; pass it on
+    as ``train_epoch(..., color=loader.color)``.
+    """
 
     loader: Any
     epochal: list[Any]
+    color: Any = None
 
     def set_epoch(self, epoch: int) -> None:
         for obj in self.epochal:
@@ -123,19 +131,31 @@ def make_loader(
     seed: int = 0,
     loader_workers: int = 0,
     pin_memory: bool = False,
+    color_aug: bool = True,
 ) -> RankLoader:
-    """A loader over rank ``rank``'s share of ``info`` (every sample on exactly one rank)."""
+    """A loader over rank ``rank``'s share of ``info`` (every sample on exactly one rank).
+
+    Batches are :func:`centernet.batch.collate_samples`'s (set ``pin_memory`` for a CUDA device).
+    With ``train`` and ``color_aug`` the result carries a :class:`centernet.color.ColorAugment`
+    (per-sample parameters from ``seed``, the epoch, image id and view) as ``.color``; otherwise
+    ``.color`` is ``None``.
+    """
     from torch.utils.data import DataLoader
 
+    from centernet.batch import collate_samples
+    from centernet.color import ColorAugment
+
     common: dict[str, Any] = dict(batch_size=batch_size, num_workers=loader_workers, pin_memory=pin_memory,
-                                  drop_last=False)
+                                  drop_last=False, collate_fn=collate_samples)
     if loader_workers > 0:
         common["prefetch_factor"] = 4
+    color = ColorAugment(seed) if train and color_aug else None
+    extra = [color] if color is not None else []
     if info.kind == "shards":
         from pipeline.reader import ShardDataset
 
         ds = ShardDataset(info.path, rank=rank, world_size=world_size, shuffle=train, seed=seed)
-        return RankLoader(DataLoader(ds, **common), [ds])
+        return RankLoader(DataLoader(ds, **common), [ds, *extra], color)
     from centernet.dataset import CocoSampleDataset
     from centernet.sample import SampleConfig
 
@@ -143,7 +163,7 @@ def make_loader(
                            SampleConfig(input_size=(info.input_size, info.input_size)), augment=train,
                            seed=seed)
     sampler = RankSampler(len(ds), rank, world_size, shuffle=train, seed=seed)
-    return RankLoader(DataLoader(ds, sampler=sampler, **common), [ds, sampler])
+    return RankLoader(DataLoader(ds, sampler=sampler, **common), [ds, sampler, *extra], color)
 
 
 def in_lockstep(loader: Iterable[Mapping[str, Any]], world_size: int,

@@ -26,7 +26,7 @@ import pyarrow.fs as pafs
 
 from centernet.data import CategoryMap
 from centernet.targets import encode_sparse
-from pipeline.augment import ColorAugmenter, letterbox_view, view_rng
+from pipeline.augment import letterbox_view, view_rng
 from pipeline.ray_local import local_ray
 from pipeline.schema import (
     CLEAN_ANNOTATIONS_NAME,
@@ -131,7 +131,6 @@ def process_chunk(index: int, entries: list[ImageEntry], images_dir: str, catego
     settings = PrecomputeSettings.from_dict(settings_dict)
     cats = CategoryMap.from_dict(categories)
     size_out = settings.output_size
-    color = ColorAugmenter(settings) if settings.augment else None
     rows: list[dict[str, Any]] = []
     stats = TargetStats()
     counts: Counter = Counter()
@@ -149,8 +148,6 @@ def process_chunk(index: int, entries: list[ImageEntry], images_dir: str, catego
         for view in range(settings.views):
             rng = view_rng(settings.seed, entry.image_id, view) if settings.augment else None
             image, boxes, affine = letterbox_view(result.image, result.boxes, settings, rng)
-            if color is not None:
-                image = color(image, rng)
             targets, enc_stats = encode_sparse(boxes, result.classes, cats.num_classes, (size_out, size_out),
                                         max_objs=settings.max_objs, min_overlap=settings.min_overlap,
                                         radius_variant=settings.radius_variant, return_stats=True)

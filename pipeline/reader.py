@@ -1,9 +1,12 @@
-"""Stream precomputed shards into training: sample dicts, dense heatmaps, DDP/worker splitting.
+"""Stream precomputed shards into training: sample dicts, DDP/worker splitting.
 
-:func:`iter_samples` yields numpy samples (DESIGN.md §2: uint8 ``[H, W, 3]`` BGR images);
-:class:`ShardDataset` is the torch ``IterableDataset`` for training (uint8 ``[3, H, W]`` BGR images by
-default, normalised on the device by ``centernet.engine.move_batch``). Both refuse shards whose schema version or settings hash this
-code does not know, with the command that rebuilds them.
+One decoder of a shard row, :func:`decode_row` (numpy). :func:`iter_samples` adds owned copies and
+the dense heatmap (numpy samples as ``encode`` returns them, uint8 ``[H, W, 3]`` BGR images);
+:class:`ShardDataset` is the torch ``IterableDataset`` for training: a thin tensor layer over the
+same decoder that yields only what is stored (uint8 images, sparse heatmaps). Batch it with
+``centernet.batch.collate_samples``; ``centernet.engine.move_batch`` renders the heatmaps and
+normalises the images on the training device. Both refuse shards whose schema version or settings
+hash this code does not know, with the command that rebuilds them.
 
 Splitting: each epoch the shards are put in a (seeded, per-epoch) order and their rows form one
 global sequence of ``N`` samples; rank ``r`` of ``R`` takes the ``r``-th of ``R`` contiguous,
@@ -20,9 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from centernet import targets
 from centernet.data import CategoryMap
-from centernet.transforms import normalize_image
+from centernet.heatmap import dense_heatmap
 from pipeline.schema import MANIFEST_NAME, PrecomputeSettings, check_manifest, rebuild_hint
 from pipeline.shards import (
     iter_raw_rows,
@@ -118,11 +120,6 @@ class _Shards:
         self.readers.pop(index, None)  # each shard is read once per epoch: free it
 
 
-def render_heatmap(hm_index: np.ndarray, hm_value: np.ndarray, num_classes: int, output_size: int) -> np.ndarray:
-    """Sparse (flat index ``[P]``, value ``[P]``) -> dense ``[C, S, S]`` float32 heatmap (one scatter)."""
-    return targets.render_heatmap(hm_index, hm_value, num_classes, (output_size, output_size))
-
-
 def decode_image(data: bytes | np.ndarray, image_format: str = "jpg", size: int | None = None) -> np.ndarray:
     """Stored image -> ``[S, S, 3]`` uint8 BGR (a read-only view for ``"raw"``, else decoded).
 
@@ -141,38 +138,40 @@ def decode_image(data: bytes | np.ndarray, image_format: str = "jpg", size: int 
     return image
 
 
-def image_chw(image_bgr: np.ndarray) -> np.ndarray:
-    """``[H, W, 3]`` uint8 BGR -> contiguous ``[3, H, W]`` uint8 BGR (fast channel split)."""
-    import cv2
+def decode_row(raw: dict[str, Any], settings: PrecomputeSettings, num_classes: int) -> dict[str, Any]:
+    """A raw shard row -> its sample as numpy (the one row decoder; views into ``raw`` where possible).
 
-    h, w = image_bgr.shape[:2]
-    out = np.empty((3, h, w), dtype=np.uint8)
-    for c, plane in enumerate(cv2.split(image_bgr)):
-        out[c] = plane
-    return out
-
-
-def decode_sample(raw: dict[str, Any], settings: PrecomputeSettings, num_classes: int) -> dict[str, Any]:
-    """A raw shard row -> the DESIGN §2 sample dict (numpy, owned copies)."""
-    output_size, max_objs = settings.output_size, settings.max_objs
-    image = decode_image(raw["image"], settings.image_format, settings.input_size)
+    "image" ``[S, S, 3]`` uint8 BGR; the sparse heatmap "hm_index" ``[P]`` int32 (flat C-order index
+    into ``[C, S/4, S/4]``), "hm_value" ``[P]`` float32, "hm_shape" (C, S/4, S/4); "wh"/"reg" ``[K, 2]``
+    float32, "ind" ``[K]`` int64, "mask" ``[K]`` uint8; "boxes" ``[N, 4]`` float32 output pixels and
+    "classes" ``[N]`` int32 the targets were made from; "image_id", "view"; "affine" ``[2, 3]``
+    float64 (output-map px -> original px). Arrays may be read-only views of ``raw``: copy to keep.
+    """
+    output_size, k = settings.output_size, settings.max_objs
     return {
-        "image": image.copy() if settings.image_format == "raw" else image,  # [S, S, 3] uint8 BGR
-        "hm": render_heatmap(raw["hm_index"], raw["hm_value"], num_classes, output_size),  # [C, H, W]
-        "wh": raw["wh"].reshape(max_objs, 2).copy(),  # [K, 2] float32
-        "reg": raw["reg"].reshape(max_objs, 2).copy(),  # [K, 2] float32
-        "ind": raw["ind"].copy(),  # [K] int64
-        "mask": raw["mask"].copy(),  # [K] uint8
-        "boxes": raw["boxes"].reshape(-1, 4).copy(),  # [N, 4] float32 output pixels
-        "classes": raw["classes"].astype(np.int64),  # [N]
-        "image_id": raw["image_id"],
-        "view": raw["view"],
-        "affine": np.array(raw["affine"], dtype=np.float64),  # [2, 3] output px -> original px
+        "image": decode_image(raw["image"], settings.image_format, settings.input_size),
+        "hm_index": raw["hm_index"], "hm_value": raw["hm_value"],
+        "hm_shape": (int(num_classes), output_size, output_size),
+        "wh": raw["wh"].reshape(k, 2), "reg": raw["reg"].reshape(k, 2),
+        "ind": raw["ind"], "mask": raw["mask"],
+        "boxes": raw["boxes"].reshape(-1, 4), "classes": raw["classes"],
+        "image_id": int(raw["image_id"]), "view": int(raw["view"]),
+        "affine": np.asarray(raw["affine"]).reshape(2, 3),
     }
 
 
+def numpy_sample(row: dict[str, Any]) -> dict[str, Any]:
+    """A decoded row (:func:`decode_row`) -> the documented numpy sample: owned copies, dense "hm"
+    ``[C, H, W]`` float32 (rendered by :func:`centernet.heatmap.dense_heatmap`), "classes" int64,
+    "affine" float64."""
+    sample = {k: np.array(v) for k, v in row.items() if k not in ("hm_index", "hm_value", "hm_shape")}
+    sample.update(image_id=row["image_id"], view=row["view"], hm=dense_heatmap(row),
+                  classes=row["classes"].astype(np.int64), affine=np.array(row["affine"], dtype=np.float64))
+    return sample
+
+
 def iter_samples(shard_dir: str | Path, *, verify: bool = False) -> Iterator[dict[str, Any]]:
-    """Every sample of a shard directory in stored order (see :func:`decode_sample`).
+    """Every sample of a shard directory in stored order, as numpy (see :func:`numpy_sample`).
 
     ``verify=True`` also checks each shard's sha256 against the manifest.
     """
@@ -181,7 +180,7 @@ def iter_samples(shard_dir: str | Path, *, verify: bool = False) -> Iterator[dic
     shards = _Shards(shard_dir, manifest, verify)
     for index, entry in enumerate(manifest["shards"]):
         for raw in shards.rows(index, 0, entry["num_samples"]):
-            yield decode_sample(raw, settings, manifest["num_classes"])
+            yield numpy_sample(decode_row(raw, settings, manifest["num_classes"]))
 
 
 def _default_rank_world() -> tuple[int, int]:
@@ -201,11 +200,13 @@ except ImportError:  # pragma: no cover
 class ShardDataset(_IterableDataset):
     """Training samples of a shard directory as torch tensors, split over DDP ranks and workers.
 
-    Yields dicts: "image" uint8 ``[3, S, S]`` BGR (default; normalise on the device with
-    :func:`centernet.transforms.normalize_batch`, as :func:`centernet.engine.move_batch` does) or,
-    with ``normalize=True``, float32 ``[3, S, S]`` (:func:`normalize_image`); "hm" float32
-    ``[C, S/4, S/4]``, "wh"/"reg" float32 ``[K, 2]``, "ind" int64 ``[K]``, "mask" uint8 ``[K]``,
-    "image_id" int64 ``[]``, "affine" float32 ``[2, 3]`` (output-map px -> original image px).
+    Yields what is stored (the training form of :mod:`centernet.batch`; batch it with
+    ``DataLoader(ds, batch_size=B, collate_fn=centernet.batch.collate_samples)``): "image" uint8
+    ``[3, S, S]`` BGR (a channels-last view of the stored ``[S, S, 3]`` pixels), the sparse heatmap
+    "hm_index" int32 ``[P]``, "hm_value" float32 ``[P]`` and "hm_shape" (C, S/4, S/4), "wh"/"reg"
+    float32 ``[K, 2]``, "ind" int64 ``[K]``, "mask" uint8 ``[K]``, "image_id" and "view" int64 ``[]``,
+    "affine" float32 ``[2, 3]`` (output-map px -> original image px). :func:`centernet.engine.move_batch`
+    renders the heatmaps and normalises the images on the training device.
 
     ``rank``/``world_size`` default to ``torch.distributed``'s when it is initialised. Shuffling:
     shard order and record-batch order per epoch, plus a buffer of ``buffer_size`` samples (each
@@ -215,7 +216,7 @@ class ShardDataset(_IterableDataset):
 
     def __init__(self, shard_dir: str | Path, *, rank: int | None = None, world_size: int | None = None,
                  shuffle: bool = True, seed: int = 0, buffer_size: int = DEFAULT_BUFFER_SIZE,
-                 normalize: bool = False, verify: bool = False):
+                 verify: bool = False):
         super().__init__()
         if (rank is None) != (world_size is None):
             raise ValueError("give both rank and world_size, or neither")
@@ -231,7 +232,6 @@ class ShardDataset(_IterableDataset):
         self.categories = CategoryMap.from_dict(self.manifest["classes"])
         self.rank, self.world_size = int(rank), int(world_size)
         self.shuffle, self.seed, self.buffer_size = shuffle, int(seed), int(buffer_size)
-        self.normalize = bool(normalize)
         self.verify = verify
         self.epoch = 0
 
@@ -292,24 +292,25 @@ class ShardDataset(_IterableDataset):
             yield self.to_tensors(buffer.pop())
 
     def to_tensors(self, raw: dict[str, Any]) -> dict[str, Any]:
-        """A raw shard row -> the training sample (tensors; default collate batches them)."""
+        """A raw shard row -> the training sample: :func:`decode_row` as tensors (no copies of
+        owned rows; read-only views are copied)."""
         import torch
 
-        s = self.settings
-        k = s.max_objs
-        image = decode_image(raw["image"], s.image_format, s.input_size)  # [S, S, 3] uint8 BGR
-        if self.normalize:
-            pixels = torch.from_numpy(normalize_image(image))  # [3, S, S] float32
-        else:
-            pixels = torch.from_numpy(image_chw(image))  # [3, S, S] uint8
-        hm = render_heatmap(raw["hm_index"], raw["hm_value"], self.num_classes, s.output_size)
+        row = decode_row(raw, self.settings, self.num_classes)
+
+        def tensor(a: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(a if a.flags.writeable else a.copy())
+
         return {
-            "image": pixels,
-            "hm": torch.from_numpy(hm),  # [C, H, W] float32
-            "wh": torch.from_numpy(raw["wh"].reshape(k, 2).copy()),  # [K, 2] float32
-            "reg": torch.from_numpy(raw["reg"].reshape(k, 2).copy()),  # [K, 2] float32
-            "ind": torch.from_numpy(raw["ind"].astype(np.int64)),  # [K] int64
-            "mask": torch.from_numpy(raw["mask"].astype(np.uint8)),  # [K] uint8
-            "image_id": torch.tensor(raw["image_id"], dtype=torch.int64),
-            "affine": torch.from_numpy(np.asarray(raw["affine"], dtype=np.float32).reshape(2, 3)),
+            "image": tensor(row["image"]).permute(2, 0, 1),  # [3, S, S] uint8, channels-last view
+            "hm_index": tensor(row["hm_index"]),  # [P] int32
+            "hm_value": tensor(row["hm_value"]),  # [P] float32
+            "hm_shape": row["hm_shape"],
+            "wh": tensor(row["wh"]),  # [K, 2] float32
+            "reg": tensor(row["reg"]),  # [K, 2] float32
+            "ind": tensor(row["ind"]),  # [K] int64
+            "mask": tensor(row["mask"]),  # [K] uint8
+            "image_id": torch.tensor(row["image_id"], dtype=torch.int64),
+            "view": torch.tensor(row["view"], dtype=torch.int64),
+            "affine": torch.from_numpy(row["affine"].astype(np.float32)),  # [2, 3]
         }

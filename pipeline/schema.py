@@ -17,7 +17,7 @@ import pyarrow as pa
 from centernet.targets import RADIUS_VARIANTS
 from centernet.transforms import check_input_size
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: no colour augmentation in stored images (it runs on the training device)
 MANIFEST_NAME = "manifest.json"
 REJECTS_NAME = "rejects.jsonl"
 CLEAN_ANNOTATIONS_NAME = "annotations.clean.json"
@@ -31,8 +31,10 @@ class PrecomputeSettings:
     """Every setting that changes the stored samples (all of them enter :attr:`settings_hash`).
 
     ``input_size``: side of the square network input; the output map is ``input_size // down_ratio``.
-    ``augment``: official training augmentation (random scale/shift crop, flip, colour jitter);
-    ``False`` stores the plain letterboxed image once (validation data). ``views``: augmented copies
+    ``augment``: official geometric training augmentation (random scale/shift crop, flip);
+    ``False`` stores the plain letterboxed image once (validation data). Stored images never carry
+    colour augmentation: the official one runs on training batches on the device
+    (``centernet.color.ColorAugment``), so it is no setting of the data. ``views``: augmented copies
     per image (1 without augmentation). ``image_format``/``jpeg_quality``: how images are stored:
     ``"raw"`` (uint8 BGR pixels, compressed by Arrow's zstd; no decoding at read time, the fastest
     reader), ``"jpg"`` (smallest on photographs, lossy) or ``"png"`` (lossless).
@@ -48,8 +50,6 @@ class PrecomputeSettings:
     seed: int = 0
     scale_range: tuple[float, float] = (0.6, 1.4)
     flip_prob: float = 0.5
-    color_jitter: float = 0.4
-    lighting_std: float = 0.1
     image_format: str = "raw"
     jpeg_quality: int = 95
 

@@ -17,7 +17,9 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from centernet.batch import collate_samples
 from centernet.checkpoint import save_checkpoint
+from centernet.color import ColorAugment
 from centernet.dataset import CocoSampleDataset
 from centernet.decode import boxes_to_original
 from centernet.engine import make_optimizer, make_scheduler, train_epoch
@@ -91,8 +93,9 @@ def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig()) -> DemoResu
     val_set = CocoSampleDataset(val_data.images_dir, val_data.annotations, sample_cfg)
     categories = train_set.coco.categories
     train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, drop_last=True,
-                              generator=torch.Generator().manual_seed(config.seed))
-    val_loader = DataLoader(val_set, batch_size=config.batch_size)
+                              generator=torch.Generator().manual_seed(config.seed), collate_fn=collate_samples)
+    val_loader = DataLoader(val_set, batch_size=config.batch_size, collate_fn=collate_samples)
+    color = ColorAugment(config.seed)  # official colour augmentation, training batches only
 
     model = build_model(config.arch, categories.num_classes)
     optimizer = make_optimizer(model, config.lr)
@@ -109,13 +112,14 @@ def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig()) -> DemoResu
     with tqdm(total=config.epochs * steps_per_epoch, desc="train", unit="step") as bar:
         for epoch in range(config.epochs):
             train_set.set_epoch(epoch)
+            color.set_epoch(epoch)
 
             def on_step(_: int, step) -> None:
                 bar.update(1)
                 bar.set_postfix(epoch=epoch + 1, loss=f"{step.total:.3f}", hm=f"{step.losses['hm']:.3f}")
 
             result = train_epoch(model, train_loader, criterion=criterion, optimizer=optimizer,
-                                 weights=weights, device="cpu", on_step=on_step)
+                                 weights=weights, device="cpu", on_step=on_step, color=color)
             scheduler.step()
             losses = result.mean_losses
             tracker.log_metrics({**{f"loss/{k}": v for k, v in losses.items()},

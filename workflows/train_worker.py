@@ -69,12 +69,12 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
     state = _build_state(w, info)
     loader = make_loader(info, rank=w.rank, world_size=w.world, batch_size=w.cfg.batch_size, train=True,
                          seed=w.cfg.seed, loader_workers=w.cfg.loader_workers,
-                         pin_memory=w.device.type == "cuda")
+                         pin_memory=w.device.type == "cuda", color_aug=w.cfg.color_aug)
     first_ids: list[int] | None = None
     for epoch in range(state.start_epoch, w.cfg.epochs):
         loader.set_epoch(epoch)
         seen: list[int] | None = [] if first_ids is None else None
-        result = _train_one_epoch(w, state, in_lockstep(loader, w.world, seen), epoch)
+        result = _train_one_epoch(w, state, in_lockstep(loader, w.world, seen), epoch, loader.color)
         first_ids = seen if seen is not None else first_ids
         state.metrics = _epoch_metrics(w, state, result, epoch)
         if val_info is not None:
@@ -161,8 +161,9 @@ def _restore(w: Worker, state: State, checkpoint: Any, info: DataInfo) -> None:
             extra.get("data_hash"))
 
 
-def _train_one_epoch(w: Worker, state: State, batches: Any, epoch: int) -> Any:
-    """``train_epoch`` over this rank's batches; rank 0 logs each step and updates the board."""
+def _train_one_epoch(w: Worker, state: State, batches: Any, epoch: int, color: Any) -> Any:
+    """``train_epoch`` over this rank's batches (``color``: the loader's colour augmentation or
+    ``None``); rank 0 logs each step and updates the board."""
     from centernet.engine import train_epoch
     from centernet.losses import CenterNetLoss
 
@@ -191,7 +192,7 @@ def _train_one_epoch(w: Worker, state: State, batches: Any, epoch: int) -> Any:
     result = train_epoch(state.model, batches, criterion=CenterNetLoss(), optimizer=state.optimizer,
                          weights=cfg.loss_weights, device=w.device, max_grad_norm=cfg.max_grad_norm,
                          amp_dtype=state.amp_dtype, scaler=state.scaler, on_step=on_step,
-                         max_steps=cfg.max_steps_per_epoch)
+                         max_steps=cfg.max_steps_per_epoch, color=color)
     state.scheduler.step()
     return result
 

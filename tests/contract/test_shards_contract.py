@@ -14,13 +14,17 @@ import ray
 import torch
 from torch.utils.data import DataLoader
 
+from centernet.batch import collate_samples
+from centernet.color import ColorAugment
 from centernet.data import CategoryMap
+from centernet.engine import move_batch
+from centernet.heatmap import dense_heatmap
 from centernet.synthetic import make_synthetic_coco
 from centernet.targets import encode
-from centernet.engine import move_batch
-from centernet.transforms import normalize_batch, normalize_image, transform_boxes
+from centernet.transforms import normalize_batch, transform_boxes
+from pipeline.loader import describe_data, make_loader
 from pipeline.precompute import precompute
-from pipeline.reader import ShardDataset, iter_samples, read_manifest, samples_per_rank
+from pipeline.reader import ShardDataset, decode_row, iter_samples, read_manifest, samples_per_rank
 from pipeline.schema import SCHEMA_VERSION, PrecomputeSettings
 
 TRAIN = PrecomputeSettings(input_size=128, views=2, seed=3)  # raw images (the default)
@@ -37,7 +41,7 @@ def shards(tmp_path_factory) -> dict[str, Path]:
         precompute(ds.images_dir, ds.annotations, root / "val", VAL, chunk_size=8, progress=False)
     finally:
         ray.shutdown()
-    return {"train": root / "train", "val": root / "val", "annotations": ds.annotations}
+    return {"train": root / "train", "val": root / "val", "annotations": ds.annotations, "coco": root / "data"}
 
 
 @pytest.mark.parametrize("split", ["train", "val"])
@@ -109,37 +113,79 @@ def test_shards_are_arrow_ipc_with_zstd_and_manifest_is_complete(shards):
     assert pads.dataset(paths, format="arrow").count_rows() == total == manifest["num_samples"]
 
 
-def test_shard_dataset_yields_the_training_contract_and_collates(shards):
+def test_shard_dataset_yields_what_is_stored_and_collates_sparse(shards):
     ds = ShardDataset(shards["train"], shuffle=True, seed=1, buffer_size=8)
-    loader = DataLoader(ds, batch_size=4, num_workers=0)
+    loader = DataLoader(ds, batch_size=4, num_workers=0, collate_fn=collate_samples)
     batch = next(iter(loader))
     assert batch["image"].shape == (4, 3, 128, 128) and batch["image"].dtype == torch.uint8
-    assert batch["hm"].shape == (4, 3, 32, 32) and batch["hm"].dtype == torch.float32
+    assert "hm" not in batch and batch["hm_shape"] == (3, 32, 32)
+    assert batch["hm_index"].dtype == torch.int64 and batch["hm_value"].dtype == torch.float32
+    assert batch["hm_index"].shape == batch["hm_value"].shape and batch["hm_index"].dim() == 1
+    assert int(batch["hm_index"].min()) >= 0 and int(batch["hm_index"].max()) < 4 * 3 * 32 * 32
     assert batch["wh"].shape == (4, 128, 2) and batch["wh"].dtype == torch.float32
     assert batch["reg"].shape == (4, 128, 2) and batch["reg"].dtype == torch.float32
     assert batch["ind"].shape == (4, 128) and batch["ind"].dtype == torch.int64
     assert batch["mask"].shape == (4, 128) and batch["mask"].dtype == torch.uint8
     assert batch["image_id"].shape == (4,) and batch["image_id"].dtype == torch.int64
     assert batch["affine"].shape == (4, 2, 3) and batch["affine"].dtype == torch.float32
-    # move_batch normalises the uint8 batch exactly as normalize_image would have per sample
-    moved = move_batch(batch, "cpu")["image"]
-    assert moved.dtype == torch.float32
-    # same values as iter_samples: uint8 CHW BGR by default, COCO-normalised with normalize=True
-    first = {(s["image_id"], s["view"]): s for s in iter_samples(shards["train"])}
+    # on the device: the dense heatmaps of iter_samples, and the normalised images
+    by_view = {(s["image_id"], tuple(np.round(s["affine"].reshape(-1), 3))): s for s in iter_samples(shards["train"])}
+    moved = move_batch(batch, "cpu")
+    assert moved["hm"].shape == (4, 3, 32, 32) and moved["image"].is_contiguous()
+    for b in range(4):
+        s = by_view[(int(batch["image_id"][b]), tuple(np.round(batch["affine"][b].double().numpy().reshape(-1), 3)))]
+        assert torch.equal(moved["hm"][b], torch.from_numpy(s["hm"]))
+        assert torch.equal(moved["image"][b], normalize_batch(torch.from_numpy(s["image"]).permute(2, 0, 1)[None])[0])
+    # per sample: one decoder (decode_row) under both iter_samples and the tensors
     for split in ("train", "val"):
         samples = list(iter_samples(shards[split]))
-        plain = list(ShardDataset(shards[split], shuffle=False))
-        normed = list(ShardDataset(shards[split], shuffle=False, normalize=True))
-        assert len(samples) == len(plain) == len(normed)
-        for t, f, s in zip(plain, normed, samples):
-            assert t["image"].dtype == torch.uint8 and t["image"].is_contiguous()
+        tensors = list(ShardDataset(shards[split], shuffle=False))
+        assert len(samples) == len(tensors)
+        for t, s in zip(tensors, samples):
+            assert t["image"].dtype == torch.uint8 and t["image"].shape == (3, 128, 128)
             assert torch.equal(t["image"], torch.from_numpy(s["image"]).permute(2, 0, 1))
-            assert torch.equal(f["image"], torch.from_numpy(normalize_image(s["image"])))
-            assert torch.allclose(normalize_batch(t["image"][None])[0], f["image"], atol=1e-5)
-            assert torch.equal(t["hm"], torch.from_numpy(s["hm"]))
+            assert np.array_equal(dense_heatmap(t), s["hm"])
             assert torch.equal(t["ind"], torch.from_numpy(s["ind"]))
+            assert torch.equal(t["wh"], torch.from_numpy(s["wh"]))
             assert torch.allclose(t["affine"].double(), torch.from_numpy(s["affine"]))
-    assert len(first) == 46
+
+
+def test_decode_row_is_the_one_decoder(shards):
+    from pipeline.reader import _Shards
+    from pipeline.schema import PrecomputeSettings
+
+    manifest = read_manifest(shards["val"])
+    settings = PrecomputeSettings.from_dict(manifest["settings"])
+    raw = next(_Shards(shards["val"], manifest, False).rows(0, 0, 1))
+    row = decode_row(raw, settings, 3)
+    sample = next(iter_samples(shards["val"]))
+    assert row["image"].shape == (128, 128, 3) and np.array_equal(row["image"], sample["image"])
+    assert row["hm_shape"] == (3, 32, 32) and np.array_equal(dense_heatmap(row), sample["hm"])
+    assert row["wh"].shape == (128, 2) and row["boxes"].shape[1] == 4 and row["affine"].shape == (2, 3)
+    assert set(sample) == {"image", "hm", "wh", "reg", "ind", "mask", "boxes", "classes", "image_id", "view",
+                           "affine"}
+
+
+@pytest.mark.parametrize("kind", ["shards", "coco"])
+def test_rank_loaders_batch_both_kinds_alike_and_colour_only_training(shards, kind):
+    path = shards["train"] if kind == "shards" else shards["coco"]
+    info = describe_data(path, input_size=128)
+    assert info.kind == kind
+    train = make_loader(info, rank=1, world_size=2, batch_size=3, train=True, seed=4)
+    val = make_loader(info, rank=0, world_size=2, batch_size=3, train=False, seed=4)
+    assert isinstance(train.color, ColorAugment) and train.color.seed == 4
+    assert val.color is None
+    assert make_loader(info, rank=0, world_size=1, batch_size=3, train=True, color_aug=False).color is None
+    train.set_epoch(2)  # reaches the colour augmentation too
+    assert train.color.epoch == 2
+    for loader in (train, val):
+        batch = next(iter(loader))
+        assert "hm" not in batch and batch["hm_shape"] == (3, 32, 32)
+        assert batch["image"].dtype == torch.uint8 and batch["image"].shape == (3, 3, 128, 128)
+        assert batch["image_id"].shape == batch["view"].shape == (3,)
+        moved = move_batch(batch, "cpu", color=loader.color)
+        assert moved["hm"].shape == (3, 3, 32, 32) and moved["image"].dtype == torch.float32
+        assert moved["hm"].max() == 1.0
 
 
 @pytest.mark.parametrize("world_size", [1, 2, 3])

@@ -13,12 +13,13 @@ import torch
 
 from centernet.decode import boxes_to_original, decode, to_coco_results
 from centernet.evaluate import evaluate_coco
+from centernet.heatmap import dense_heatmap
 from centernet.sample import SampleConfig, make_sample
 
 
 def _perfect_outputs(sample: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     """Head outputs that a perfect model would give: +20 logits at centers, exact wh/reg there."""
-    hm = torch.from_numpy(sample["hm"])
+    hm = torch.from_numpy(dense_heatmap(sample))  # [C, H, W]
     logits = torch.where(hm == 1.0, torch.tensor(20.0), torch.tensor(-20.0))[None]  # [1, C, H, W]
     _, h, w = hm.shape
     wh = torch.zeros(1, 2, h * w)

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from centernet.batch import collate_samples
 from centernet.checkpoint import load_checkpoint_file, restore_training_state, save_checkpoint
-from centernet.engine import make_optimizer, make_scheduler, scaled_lr, train_epoch, train_step
+from centernet.engine import make_optimizer, make_scheduler, move_batch, scaled_lr, train_epoch, train_step
 from centernet.losses import DEFAULT_LOSS_WEIGHTS, CenterNetLoss
 from centernet.sample import SampleConfig, make_sample
 from centernet.synthetic import render_image
@@ -23,7 +24,7 @@ def _batch(n: int = 4, size: int = 64, seed: int = 0) -> dict[str, torch.Tensor]
         boxes = np.array([b for b, _ in objects], np.float32)
         classes = np.array([c for _, c in objects])
         samples.append(make_sample(image, boxes, classes, 2, SampleConfig(input_size=(size, size))))
-    return {k: torch.from_numpy(np.stack([s[k] for s in samples])) for k in samples[0]}
+    return move_batch(collate_samples(samples), "cpu")  # dense targets, normalised images
 
 
 def test_loss_falls_when_overfitting_one_batch():
