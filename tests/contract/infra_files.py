@@ -61,6 +61,7 @@ NOT_SET_BY_STACK: dict[str, str] = {
     "RAY_ADDRESS": "client side; Ray sets it inside jobs",
     "RAY_JOBS_ADDRESS": "client side",
     "RAY_AUTH_TOKEN_PATH": "client side alternative to RAY_AUTH_TOKEN",
+    "AWS_ENDPOINT_URL": "the stack sets the S3-only AWS_ENDPOINT_URL_S3; forwarded when a user sets it",
 }
 
 
