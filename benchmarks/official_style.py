@@ -2,16 +2,14 @@
 
 Per sample, as the official ``ctdet`` ``__getitem__``: JPEG decode from disk (``cv2.imread``), the
 official random scale/shift/flip affine and ``warpAffine`` (``centernet.sample.letterbox_view``),
-``/ 255``, the official colour augmentation step by step in numpy
-(``tests/official_reference.official_color_aug``), ``(x - mean) / std`` and the HWC -> CHW
-transpose, the dense ``[C, H/4, W/4]`` heatmap and the other targets (``centernet.targets.encode``,
-which is faster than the official per-object loop, so the baseline is, if anything, flattered);
-batches by ``torch.utils.data.default_collate``.
+``/ 255``, the official colour augmentation step by step in numpy (:func:`color_aug_for_timing`),
+``(x - mean) / std`` and the HWC -> CHW transpose, the dense ``[C, H/4, W/4]`` heatmap and the
+other targets (``centernet.targets.encode``, which is faster than the official per-object loop, so
+the baseline is, if anything, flattered); batches by ``torch.utils.data.default_collate``.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import cv2
@@ -19,16 +17,32 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from official_reference import official_color_aug  # noqa: E402
+from centernet.color import COLOR_JITTER, CONTRAST, EIG_VAL, EIG_VEC, LIGHTING_STD, SATURATION
+from centernet.data import read_coco
+from centernet.sample import letterbox_view
+from centernet.targets import encode
+from centernet.transforms import COCO_MEAN_BGR, COCO_STD_BGR
 
-from centernet.color import EIG_VAL, EIG_VEC  # noqa: E402
-from centernet.data import read_coco  # noqa: E402
-from centernet.sample import letterbox_view  # noqa: E402
-from centernet.targets import encode  # noqa: E402
-from centernet.transforms import COCO_MEAN_BGR, COCO_STD_BGR  # noqa: E402
 
-STEPS = ("brightness", "contrast", "saturation")
+def color_aug_for_timing(image: np.ndarray, rng: np.random.Generator) -> None:
+    """A re-implementation of the official colour augmentation's arithmetic, for timing only: in
+    place on a float32 BGR ``[S, S, 3]`` image in [0, 1], one numpy operation per official one, with
+    its own random draws (``rng``, not the official generators).
+
+    It is not itself tested; the project's colour augmentation (``centernet.color``) is tested
+    against the official code's own outputs in ``tests/unit/test_color.py`` (the fixtures of
+    ``tests/fixtures/official``, as in ``tests/unit/test_official_parity.py``).
+    """
+    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)  # [S, S], of the image before any step
+    gray_mean = float(gray.mean())
+    for op in rng.permutation(3):  # brightness, contrast, saturation in a random order
+        alpha = 1.0 + rng.uniform(-COLOR_JITTER, COLOR_JITTER)
+        image *= alpha
+        if op == CONTRAST:
+            image += (1.0 - alpha) * gray_mean
+        elif op == SATURATION:
+            image += (1.0 - alpha) * gray[:, :, None]
+    image += EIG_VEC @ (EIG_VAL * rng.normal(scale=LIGHTING_STD, size=3))  # PCA lighting, [3] BGR
 
 
 class OfficialStyleDataset(Dataset):
@@ -50,9 +64,7 @@ class OfficialStyleDataset(Dataset):
         image = cv2.imread(str(self.images_dir / record.file_name), cv2.IMREAD_COLOR)  # [H0, W0, 3] uint8
         view, boxes, _ = letterbox_view(image, record.boxes, (self.size, self.size), 4, rng)
         inp = view.astype(np.float32) / 255.0  # [S, S, 3]
-        order = rng.permutation(3)
-        official_color_aug(inp, [STEPS[i] for i in order], 1.0 + rng.uniform(-0.4, 0.4, size=3),
-                           rng.normal(scale=0.1, size=3), EIG_VAL, EIG_VEC)
+        color_aug_for_timing(inp, rng)
         inp = ((inp - COCO_MEAN_BGR) / COCO_STD_BGR).transpose(2, 0, 1)  # [3, S, S]
         out = self.size // 4
         targets = encode(boxes, record.classes, self.coco.categories.num_classes, (out, out))

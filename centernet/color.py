@@ -35,8 +35,9 @@ from torch import Tensor
 
 from centernet.transforms import COCO_MEAN_BGR, COCO_STD_BGR, normalize_batch
 
-# Official PCA lighting constants (ctdet.py), applied to the BGR channels as the official code does.
-EIG_VAL = np.array([0.2141788, 0.01817699, 0.00124462], dtype=np.float32)
+# Official PCA lighting constants (``_eig_val``/``_eig_vec`` of the official datasets/dataset/coco.py,
+# which ctdet.py passes to ``color_aug``), applied to the BGR channels as the official code does.
+EIG_VAL = np.array([0.2141788, 0.01817699, 0.00341571], dtype=np.float32)
 EIG_VEC = np.array([[-0.58752847, -0.69563484, 0.41340352],
                     [-0.5832747, 0.00994535, -0.81221408],
                     [-0.56089297, 0.71832671, 0.41158938]], dtype=np.float32)

@@ -1,14 +1,14 @@
-"""The official colour augmentation on the device: hand-computed values per step, the official
-step-by-step computation, the fused normalisation, seeding, and that validation never gets it."""
+"""The official colour augmentation on the device: hand-computed values per step, the outputs of the
+official ``color_aug`` itself (``tests/fixtures/official/official_color.npz``, made as the other
+official fixtures: see ``test_official_parity.py``), the fused normalisation, seeding, and that
+validation never gets it."""
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from official_fixtures import load_official, official_cases
 
 from centernet.color import (
     BRIGHTNESS,
@@ -23,9 +23,6 @@ from centernet.color import (
     to_network_input,
 )
 from centernet.transforms import COCO_MEAN_BGR, COCO_STD_BGR, normalize_batch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from official_reference import official_color_aug  # noqa: E402
 
 # Two pixels, BGR in [0, 1]: gray = 0.114 B + 0.587 G + 0.299 R = 0.437 and 0.2407; mean 0.33885.
 PIXELS = torch.tensor([[0.2, 0.4, 0.6], [0.8, 0.0, 0.5]], dtype=torch.float32)  # [2 px, BGR]
@@ -65,17 +62,83 @@ def test_steps_run_in_the_drawn_order_with_the_gray_of_the_original_image():
     torch.testing.assert_close(pixels(c_then_b)[0], torch.tensor([0.32331, 0.44331, 0.56331]), atol=2e-6, rtol=0)
 
 
-def test_equals_the_official_step_by_step_computation_on_random_images():
-    g = torch.Generator().manual_seed(0)
-    images = torch.rand(6, 3, 20, 24, generator=g)  # [B, 3, H, W] in [0, 1]
-    p = draw_color_params(6, g)
-    out = color_augment(images, p)
-    names = ("brightness", "contrast", "saturation")
-    for b in range(6):
-        order = p.order[b].tolist()
-        ref = official_color_aug(images[b].permute(1, 2, 0).numpy().copy(), [names[i] for i in order],
-                                 [float(p.alpha[b, i]) for i in order], p.lighting[b].numpy(), EIG_VAL, EIG_VEC)
-        np.testing.assert_allclose(out[b].permute(1, 2, 0).numpy(), ref, atol=3e-6, rtol=0)
+def _color_cases() -> list[tuple[str, dict[str, np.ndarray]]]:
+    return official_cases("official_color", "color", width=2)
+
+
+def _official_params(case: dict[str, np.ndarray]) -> ColorParams:
+    """The official call's draws as ``ColorParams``: the alphas re-indexed from run order to op id."""
+    order = torch.from_numpy(case["order"])  # [3] op ids in the order the steps ran
+    alpha = torch.empty(3, dtype=torch.float64)
+    alpha[order] = torch.from_numpy(case["alpha"])
+    return ColorParams(order[None], alpha[None], torch.from_numpy(case["lighting"])[None])
+
+
+def _chw(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(image).permute(2, 0, 1)[None]  # [H, W, 3] -> [1, 3, H, W]
+
+
+@pytest.mark.parametrize("name, case", _color_cases(), ids=[n for n, _ in _color_cases()])
+def test_color_augment_equals_official_color_aug(name, case):
+    """``official_color.npz``: ``utils/image.py color_aug(data_rng, image, eig_val, eig_vec)``, unmodified.
+
+    Called as ``ctdet.py`` calls it, in place on a float32 BGR ``[H, W, 3]`` image (``image``, the
+    input; ``out``, the image after the call), with the official ``_eig_val``/``_eig_vec`` of
+    ``datasets/dataset/coco.py`` (stored as ``eig_val``/``eig_vec``). ``seeds`` holds (Python
+    ``random.seed``, ``np.random.RandomState`` seed). Cases: uniform random images 8x8, 5x7, 16x24,
+    1x1 (numpy ``default_rng(20240601)``), a uint8 20x20 image ``/ 255.`` as ctdet makes its input,
+    a constant gray (0.5) and a constant colour (BGR 0.2, 0.7, 0.4) image, a 12x12 image of values
+    in [0, 0.02] and [0.98, 1] (with an exact 0 and 1) under the first seed from 7 whose result leaves
+    [0, 1] on both sides (the official code does not clip); each of these with its own seeds (the
+    case index); then four 12x12 random images through one ``RandomState(123)`` (the official
+    dataset's seed) after one ``random.seed(100)``, as consecutive samples of one loader worker.
+
+    The draws the official call made, ``order`` (op ids 0 brightness, 1 contrast, 2 saturation, the
+    positions in its ``functions`` list, in the order ``random.shuffle`` left them), ``alpha`` (each
+    step's ``1 + uniform(-0.4, 0.4)``, in run order) and ``lighting`` (``normal(scale=0.1, size=3)``),
+    were recovered by replaying the same seeds through the same RNG calls in the same order; the
+    generating script checked that the replay left both generators in the state the official call
+    left them in.
+
+    Tolerance: 2e-6 absolute. The official code rounds to float32 after each in-place operation
+    (up to seven, on values within (-0.8, 2.1), half an ulp each: at most 2.4e-7), ours once per
+    operation of the folded map from float64 coefficients; the largest difference is 4.8e-7. The
+    faults tried on ``centernet.color`` (two steps swapped, steps reversed, lighting dropped, the
+    earlier wrong third eigenvalue 0.00124462, RGB gray weights, clipping to [0, 1]) each fail 10 or
+    more of the 12 cases, each failing case by 6e-6 or more (the eigenvalue), 8e-4 or more (the rest).
+    """
+    ours = color_augment(_chw(case["image"]), _official_params(case))  # [1, 3, H, W]
+    np.testing.assert_allclose(ours[0].permute(1, 2, 0).numpy(), case["out"], atol=2e-6, rtol=0)
+
+
+def test_fused_network_input_equals_official_color_aug_then_standardised():
+    """The fused uint8 path on the official fixture's uint8 case: ``to_network_input`` equals the
+    official output standardised as ``ctdet.py`` does, ``(out - mean) / std`` in float32.
+
+    Tolerance 1e-5 absolute: the 2e-6 of the colour step divided by the smallest std (0.274), plus
+    the float32 rounding of values up to 4.7 in the fused pass (ulp 4.8e-7).
+    """
+    case = dict(_color_cases())["uint8_div255_20x20"]
+    image_u8 = np.rint(case["image"] * 255).astype(np.uint8)  # [H, W, 3]
+    assert np.array_equal(image_u8.astype(np.float32) / 255.0, case["image"])
+    fused = to_network_input(_chw(image_u8), _official_params(case))  # [1, 3, H, W]
+    expected = (case["out"] - COCO_MEAN_BGR) / COCO_STD_BGR  # [H, W, 3] float32
+    np.testing.assert_allclose(fused[0].permute(1, 2, 0).numpy(), expected, atol=1e-5, rtol=0)
+
+
+def test_color_fixture_covers_the_cases():
+    """The fixture was made with our constants, holds every step order, and leaves [0, 1]."""
+    data = load_official("official_color")
+    np.testing.assert_array_equal(data["eig_val"], EIG_VAL)
+    np.testing.assert_array_equal(data["eig_vec"], EIG_VEC)
+    assert (BRIGHTNESS, CONTRAST, SATURATION) == (0, 1, 2)  # the official ``functions`` list order
+    cases = dict(_color_cases())
+    assert len({tuple(c["order"]) for c in cases.values()}) == 6
+    alphas = np.concatenate([c["alpha"] for c in cases.values()])
+    assert alphas.min() >= 0.6 and alphas.max() <= 1.4
+    near = cases["near_0_and_1_12x12"]["out"]
+    assert near.min() < 0 and near.max() > 1
+    assert not np.array_equal(cases["stream_0"]["alpha"], cases["stream_1"]["alpha"])
 
 
 def test_fused_network_input_equals_augment_then_standardise():

@@ -7,7 +7,8 @@ running the unmodified official sources of xingyizhou/CenterNet at commit
 ``official_commit`` and ``generated_with``) from a throw-away script that called their functions
 on prepared inputs and saved what they returned with ``np.savez_compressed``. Neither the official
 code nor that script is part of this project. Each test's docstring says which official function
-produced its data and how its inputs were made.
+produced its data and how its inputs were made (``official_color.npz``, of ``color_aug``, is
+tested in ``test_color.py``).
 
 Everything is compared exactly (bit for bit) except the two losses, which sum in a different order
 or log-space and are compared to a tight relative tolerance that each test states.
@@ -15,26 +16,15 @@ or log-space and are compared to a tight relative tolerance that each test state
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
+from official_fixtures import load_official, official_cases
 
 from centernet.decode import decode
 from centernet.losses import focal_loss, reg_l1_loss
 from centernet.targets import draw_gaussian, encode, gaussian_radius
 from centernet.transforms import get_affine_transform
-
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "official"
-OFFICIAL_COMMIT = "4c50fd3a46bdf63dbf2082c5cbb3458d39579e6c"
-
-
-def _load(name: str) -> dict[str, np.ndarray]:
-    with np.load(FIXTURES / f"{name}.npz") as data:
-        arrays = {key: data[key] for key in data.files}
-    assert str(arrays["official_commit"]) == OFFICIAL_COMMIT, name
-    return arrays
 
 
 def test_gaussian_radius_equals_official():
@@ -44,7 +34,7 @@ def test_gaussian_radius_equals_official():
     ctdet loop passes), 200 non-integer pairs ``uniform(0.1, 300)`` (numpy seed 0); each pair at
     ``min_overlap`` 0.7 and again at one of 0.1, 0.3, 0.5, 0.9, 0.95.
     """
-    data = _load("official_gaussian")
+    data = load_official("official_gaussian")
     ours = np.array([gaussian_radius(h, w, o, variant="official")
                      for (h, w), o in zip(data["radius_hw"], data["radius_min_overlap"])])
     assert len(ours) == 1140
@@ -63,7 +53,7 @@ def test_draw_gaussian_equals_official():
     edges, just past the right/bottom edge and outside on every side (-30 to W+2); 12 maps of 2-6
     overlapping random draws (numpy seed 1); three draws on one center (radius 3, 6, then 2).
     """
-    data = _load("official_gaussian")
+    data = load_official("official_gaussian")
     shapes, offsets, draws = data["draw_shape"], data["draw_offsets"], data["draw_xyr"]
     map_offsets, maps = data["draw_map_offsets"], data["draw_maps"]
     assert len(shapes) == 433
@@ -83,26 +73,15 @@ def test_get_affine_transform_equals_official():
     shift in every third call, ``inv`` alternating. ``affine_args`` rows are
     (cx, cy, s, rot, out_w, out_h, shift_x, shift_y, inv); ``affine_out`` the ``[2, 3]`` results.
     """
-    data = _load("official_affine")
+    data = load_official("official_affine")
     for (cx, cy, s, rot, out_w, out_h, sx, sy, inv), expected in zip(data["affine_args"], data["affine_out"]):
         ours = get_affine_transform(np.array([cx, cy], np.float32), s, rot, (int(out_w), int(out_h)),
                                     shift=(sx, sy), inv=bool(inv))
         np.testing.assert_array_equal(ours, expected)
 
 
-def _cases(fixture: str, prefix: str, width: int) -> list[tuple[str, dict[str, np.ndarray]]]:
-    """(name, arrays) of each case of a fixture that stores case ``i`` as ``{prefix}{i}_{key}`` (``i``
-    zero-padded to ``width`` digits) and the case names as ``{prefix}_names``."""
-    data = _load(fixture)
-    cases = []
-    for i, name in enumerate(data[f"{prefix}_names"]):
-        head = f"{prefix}{i:0{width}d}_"
-        cases.append((str(name), {k[len(head):]: v for k, v in data.items() if k.startswith(head)}))
-    return cases
-
-
 def _ctdet_cases() -> list[tuple[str, dict[str, np.ndarray]]]:
-    return _cases("official_ctdet_targets", "ctdet", width=2)
+    return official_cases("official_ctdet_targets", "ctdet", width=2)
 
 
 @pytest.mark.parametrize("name, case", _ctdet_cases(), ids=[n for n, _ in _ctdet_cases()])
@@ -161,7 +140,7 @@ def test_focal_loss_equals_official():
     takes ``log(1 - float32(1 - 1e-4))`` = log(1.00017e-4) in float32, ours ``log(1e-4)`` in
     log-space, a 1.7e-5 relative difference of those pixels' terms.
     """
-    data = _load("official_losses")
+    data = load_official("official_losses")
     for i, rel in enumerate([1e-6, 1e-6, 1e-6, 2e-5, 1e-6]):
         ours = focal_loss(torch.from_numpy(data[f"focal{i}_logits"]), torch.from_numpy(data[f"focal{i}_gt"]))
         assert ours.item() == pytest.approx(float(data[f"focal{i}_loss"]), rel=rel), f"case {i}"
@@ -176,14 +155,14 @@ def test_reg_l1_loss_equals_official():
     ``uniform(0, 30)`` (numpy seed 4); case 3 puts two objects on one pixel. Relative tolerance 1e-6
     (float32 sums in another order).
     """
-    data = _load("official_losses")
+    data = load_official("official_losses")
     for i in range(4):
         ours = reg_l1_loss(*(torch.from_numpy(data[f"regl1{i}_{k}"]) for k in ("output", "ind", "mask", "target")))
         assert ours.item() == pytest.approx(float(data[f"regl1{i}_loss"]), rel=1e-6, abs=1e-12), f"case {i}"
 
 
 def _decode_cases() -> list[tuple[str, dict[str, np.ndarray]]]:
-    return _cases("official_decode", "decode", width=1)
+    return official_cases("official_decode", "decode", width=1)
 
 
 @pytest.mark.parametrize("name, case", _decode_cases(), ids=[n for n, _ in _decode_cases()])
