@@ -123,7 +123,7 @@ def test_submit_training_job(head, tmp_path):
     env = {**head_env, "MLFLOW_TRACKING_URI": uri}
     env.pop("RAY_ADDRESS", None)
     cmd = [str(BIN / "centernet"), "submit", "--address", head, "--", "--data", str(tmp_path / "train"),
-           "--arch", "resnet18", "--epochs", "1", "--batch-size", "4", "--workers", "1",
+           "--arch", "resnet18", "--pretrained", "none", "--epochs", "1", "--batch-size", "4", "--workers", "1",
            "--loader-workers", "0", "--storage-path", str(tmp_path / "results"), "--name", "submitted",
            "--no-progress"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
