@@ -276,7 +276,7 @@ def evaluate_distributed(
 
     from centernet.data import CategoryMap
     from centernet.evaluate import evaluate_coco
-    from centernet.inference import final_stack, image_sizes_of, predict_loader
+    from centernet.inference import image_sizes_of, predict_loader
     from centernet.transforms import normalize_batch
 
     if info.annotations is None:
@@ -291,7 +291,7 @@ def evaluate_distributed(
             n = preview_images
             images = normalize_batch(images[:n])
             with torch.no_grad():
-                heat = torch.sigmoid(final_stack(module(images))["hm"].float())
+                heat = torch.sigmoid(module(images)[-1]["hm"].float())
             preview.extend([images.cpu(), dets[:n].cpu(), heat.cpu()])
 
     results, seen = predict_loader(module, loader, cats, image_sizes_of(gt), device=device,

@@ -89,7 +89,7 @@ def test_checkpoint_round_trip_is_atomic_and_weights_only(tmp_path):
     x = torch.randn(1, 3, 64, 64)
     model.eval(), other.eval()
     with torch.no_grad():
-        torch.testing.assert_close(model(x)["hm"], other(x)["hm"])
+        torch.testing.assert_close(model(x)[0]["hm"], other(x)[0]["hm"])
     assert ckpt["extra"]["arch"] == "resnet18"
     with pytest.raises(FileNotFoundError):
         load_checkpoint_file(tmp_path / "missing.pt")
