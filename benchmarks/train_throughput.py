@@ -19,9 +19,10 @@ def plain_loop(shards: Path, batch_size: int, epochs: int) -> tuple[float, float
     import torch
     from torch.utils.data import DataLoader
 
-    from centernet.engine import make_optimizer, scaled_lr, train_epoch
+    from centernet.engine import make_optimizer, train_epoch
     from centernet.losses import DEFAULT_LOSS_WEIGHTS, CenterNetLoss
     from centernet.models import build_model
+    from centernet.schedule import scaled_lr
     from pipeline.reader import ShardDataset
 
     torch.set_num_threads(1)

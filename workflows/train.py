@@ -137,7 +137,7 @@ class TrainConfig:
 
     @property
     def effective_lr(self) -> float:
-        from centernet.engine import scaled_lr
+        from centernet.schedule import scaled_lr
 
         return float(self.lr) if self.lr is not None else scaled_lr(self.global_batch_size)
 
