@@ -21,9 +21,10 @@ def plain_loop(shards: Path, batch_size: int, epochs: int) -> tuple[float, float
 
     from centernet.batch import collate_samples
     from centernet.color import ColorAugment
-    from centernet.engine import make_optimizer, scaled_lr, train_epoch
+    from centernet.engine import make_optimizer, train_epoch
     from centernet.losses import DEFAULT_LOSS_WEIGHTS, CenterNetLoss
     from centernet.models import build_model
+    from centernet.schedule import scaled_lr
     from pipeline.reader import ShardDataset
 
     torch.set_num_threads(1)

@@ -1,6 +1,7 @@
 """The plain-PyTorch training loop: one step function and one epoch function.
 
-Ray Train workers call these unchanged (``workflows/train``); the demo calls them directly.
+Ray Train workers call these unchanged (``workflows/train``); the demo calls them directly. The
+learning-rate defaults and schedules live in :mod:`centernet.schedule`.
 """
 
 from __future__ import annotations
@@ -11,22 +12,15 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
 from centernet.batch import dense_heatmaps
 from centernet.color import ColorAugment, to_network_input
 from centernet.losses import LOSS_NAMES, CenterNetLoss, combine_losses
+from centernet.schedule import DEFAULT_MAX_GRAD_NORM
 
-OFFICIAL_BASE_LR = 1.25e-4
-OFFICIAL_BASE_BATCH = 32
 TARGET_KEYS = ("image", "hm", "wh", "reg", "ind", "mask")
-
-
-def scaled_lr(batch_size: int, base_lr: float = OFFICIAL_BASE_LR, base_batch: int = OFFICIAL_BASE_BATCH) -> float:
-    """Learning rate scaled linearly with the (global) batch size from the official 1.25e-4 @ 32."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
-    return base_lr * batch_size / base_batch
 
 
 def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
@@ -35,7 +29,11 @@ def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, lr_steps: tuple[int, ...]) -> torch.optim.lr_scheduler.MultiStepLR:
-    """x0.1 at each epoch in ``lr_steps`` (official: 90, 120 of 140); call ``.step()`` once per epoch."""
+    """Epoch-stepped x0.1 at each epoch in ``lr_steps``; call ``.step()`` once per epoch.
+
+    Kept for ``workflows/train.py`` until it moves to the per-step
+    :func:`centernet.schedule.make_lr_scheduler` (warmup, fractional milestones, cosine).
+    """
     return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(lr_steps), gamma=0.1)
 
 
@@ -82,17 +80,20 @@ def train_step(
     criterion: CenterNetLoss,
     optimizer: torch.optim.Optimizer,
     weights: Mapping[str, float],
-    max_grad_norm: float | None = 35.0,
+    max_grad_norm: float | None = DEFAULT_MAX_GRAD_NORM,
     amp_dtype: torch.dtype | None = None,
     scaler: torch.amp.GradScaler | None = None,
 ) -> StepResult:
     """Forward, loss, backward and update on one batch already on the model's device.
 
-    A step whose loss or gradient norm is not finite is skipped (no update) and reported as such,
-    so a single bad batch cannot poison the weights. ``amp_dtype`` enables autocast on CUDA
-    (bf16, or fp16 together with a ``scaler``).
+    A step whose loss or gradient norm is not finite is skipped and reported as such: no update,
+    and the model's buffers (BatchNorm running statistics, which the forward pass already changed)
+    are put back, so a single bad batch cannot poison the model. Under ``torch.distributed`` the
+    decision is collective: every rank skips the same steps (see :func:`_all_finite`).
+    ``amp_dtype`` enables autocast on CUDA (bf16, or fp16 together with a ``scaler``).
     """
     model.train()
+    buffers = [b.detach().clone() for b in model.buffers()]
     device_type = batch["image"].device.type
     with torch.autocast(device_type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
         outputs = model(batch["image"])
@@ -101,16 +102,22 @@ def train_step(
     values = {k: float(losses[k].detach()) for k in LOSS_NAMES}
     n = int(batch["image"].shape[0])
     optimizer.zero_grad(set_to_none=True)
-    if not math.isfinite(float(total.detach())):
-        return StepResult(values, float("nan"), True, float("nan"), n)
+    if not _all_finite(total.detach()):
+        # Decided before backward: under DDP, backward all-reduces gradients, so a rank that skipped
+        # it alone would leave the others waiting (or pair their buckets with the next step's).
+        _restore(model.buffers(), buffers)
+        return StepResult(values, float(total.detach()), True, float("nan"), n)
     if scaler is not None:
         scaler.scale(total).backward()
         scaler.unscale_(optimizer)
     else:
         total.backward()
+    # Under DDP the gradients are already all-reduced (identical on every rank) when backward
+    # returns, so this norm, and the skip decided from it, is the same on every rank.
     grad_norm = _grad_norm(model, max_grad_norm)
     if not math.isfinite(grad_norm):
         optimizer.zero_grad(set_to_none=True)
+        _restore(model.buffers(), buffers)
         if scaler is not None:
             scaler.update()  # lets the scaler lower its scale after an overflow
         return StepResult(values, float(total.detach()), True, grad_norm, n)
@@ -120,6 +127,21 @@ def train_step(
     else:
         optimizer.step()
     return StepResult(values, float(total.detach()), False, grad_norm, n)
+
+
+def _all_finite(loss: Tensor) -> bool:
+    """Whether ``loss`` is finite on this rank and, under ``torch.distributed``, on every rank
+    (an all-reduce MIN of the flag, so all ranks take the same decision)."""
+    flag = torch.isfinite(loss).to(torch.float32).reshape(1)  # [1], on the loss's device
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item() == 1.0)
+
+
+@torch.no_grad()
+def _restore(targets: Iterable[Tensor], saved: list[Tensor]) -> None:
+    for target, value in zip(targets, saved):
+        target.copy_(value)
 
 
 def _grad_norm(model: nn.Module, max_norm: float | None) -> float:
@@ -163,17 +185,21 @@ def train_epoch(
     optimizer: torch.optim.Optimizer,
     weights: Mapping[str, float],
     device: torch.device | str,
-    max_grad_norm: float | None = 35.0,
+    max_grad_norm: float | None = DEFAULT_MAX_GRAD_NORM,
     amp_dtype: torch.dtype | None = None,
     scaler: torch.amp.GradScaler | None = None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     on_step: Callable[[int, StepResult], None] | None = None,
     max_steps: int | None = None,
     color: ColorAugment | None = None,
 ) -> EpochResult:
     """Run :func:`train_step` over ``loader``; ``on_step(step_index, result)`` after each step.
 
-    Time spent waiting for the loader is measured separately (``data_wait_share``). ``color``:
-    the training colour augmentation :func:`move_batch` applies (``None``: off).
+    ``scheduler`` (per-step, :func:`centernet.schedule.make_lr_scheduler`) is stepped after each
+    step that updated the weights; skipped steps do not advance it (under DDP all ranks skip the
+    same steps, so their schedules stay equal). Time spent waiting for the loader is measured
+    separately (``data_wait_share``).
+    ``color``: the training colour augmentation :func:`move_batch` applies (``None``: off).
     """
     result = EpochResult()
     start = time.perf_counter()
@@ -192,6 +218,8 @@ def train_epoch(
         if step.skipped:
             result.skipped_steps += 1
         else:
+            if scheduler is not None:
+                scheduler.step()
             for k, v in step.losses.items():
                 result.loss_sums[k] += v
             result.loss_sums["total"] += step.total

@@ -16,20 +16,18 @@ from centernet.evaluate import CocoMetrics, evaluate_coco, load_ground_truth
 from centernet.transforms import normalize_batch
 
 
-def final_stack(outputs: dict[str, Tensor] | list[dict[str, Tensor]]) -> dict[str, Tensor]:
-    """The prediction of a model: its dict, or the last stack's dict for multi-stack models."""
-    return outputs[-1] if isinstance(outputs, list) else outputs
-
-
 @torch.no_grad()
 def predict(model: nn.Module, images: Tensor, *, k: int = 100, flip_test: bool = False) -> Tensor:
-    """images ``[B, 3, H, W]`` (normalised float, or uint8 BGR) -> detections ``[B, K, 6]``, output-map px."""
+    """images ``[B, 3, H, W]`` (normalised float, or uint8 BGR) -> detections ``[B, K, 6]``, output-map px.
+
+    The prediction is the last stack's head dict (``model(x)[-1]``; every model returns one per stack).
+    """
     model.eval()
     images = normalize_batch(images)
-    out = final_stack(model(images))
+    out = model(images)[-1]
     if not flip_test:
         return decode(out["hm"], out["wh"], out["reg"], k=k)
-    out_flipped = final_stack(model(images.flip(3)))
+    out_flipped = model(images.flip(3))[-1]
     heat, wh, reg = flip_merge(out, out_flipped)
     return decode_probs(heat, wh, reg, k=k)
 

@@ -68,20 +68,19 @@ def reg_l1_loss(pred: Tensor, ind: Tensor, mask: Tensor, target: Tensor) -> Tens
 
 
 class CenterNetLoss(nn.Module):
-    """Unweighted ctdet losses; multi-stack outputs (a list of head dicts) are averaged over stacks."""
+    """Unweighted ctdet losses of a model's output: a list of head dicts, one per stack (one for
+    ResNet/DLA, two for Hourglass), averaged over the stacks (intermediate supervision)."""
 
-    def forward(
-        self, outputs: Mapping[str, Tensor] | Sequence[Mapping[str, Tensor]], batch: Mapping[str, Tensor]
-    ) -> dict[str, Tensor]:
-        stacks = [outputs] if isinstance(outputs, Mapping) else list(outputs)
-        if not stacks:
-            raise ValueError("outputs is an empty list of stacks")
+    def forward(self, outputs: Sequence[Mapping[str, Tensor]], batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        if isinstance(outputs, Mapping) or not outputs:
+            got = "a single dict" if isinstance(outputs, Mapping) else "an empty list"
+            raise ValueError(f"outputs must be a non-empty list of head dicts (one per stack), got {got}")
         totals = {name: torch.zeros((), device=batch["hm"].device) for name in LOSS_NAMES}
-        for out in stacks:
+        for out in outputs:
             totals["hm"] = totals["hm"] + focal_loss(out["hm"], batch["hm"])
             totals["wh"] = totals["wh"] + reg_l1_loss(out["wh"], batch["ind"], batch["mask"], batch["wh"])
             totals["reg"] = totals["reg"] + reg_l1_loss(out["reg"], batch["ind"], batch["mask"], batch["reg"])
-        return {name: value / len(stacks) for name, value in totals.items()}
+        return {name: value / len(outputs) for name, value in totals.items()}
 
 
 def validate_loss_weights(weights: Mapping[str, float]) -> dict[str, float]:

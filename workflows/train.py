@@ -74,17 +74,22 @@ def check_data(cfg: TrainConfig) -> JobData:
 def check_pretrained(cfg: TrainConfig) -> dict[str, str]:
     """Fetch (once, into torch.hub's cache) and verify the job's pretrained weights on the driver,
     so that an offline machine fails here in one line; returns what to log (source, URL, sha256)."""
-    source = cfg.pretrained_source
-    if source == "none":
-        return {"pretrained": "none"}
-    from centernet.models.pretrained import PretrainedUnavailable, fetch_pretrained
+    from pathlib import Path
 
+    from centernet.models.pretrained import IMAGENET, NONE, PretrainedWeightsError, fetch, file_sha256, imagenet_url
+
+    source = cfg.pretrained_source
+    if source == NONE:
+        return {"pretrained": NONE}
     try:
-        weights = fetch_pretrained(cfg.arch, source)
-    except (PretrainedUnavailable, FileNotFoundError, ValueError) as exc:
+        url = imagenet_url(cfg.arch) if source == IMAGENET else None
+        path = fetch(url) if url is not None else Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"--pretrained {source}: weights file not found")
+    except (PretrainedWeightsError, ValueError, FileNotFoundError) as exc:
         raise UserError(str(exc)) from None
-    return {"pretrained": source, "pretrained.url": weights.url or "", "pretrained.path": str(weights.path),
-            "pretrained.sha256": weights.sha256}
+    return {"pretrained": source, "pretrained.url": url or "", "pretrained.path": str(path),
+            "pretrained.sha256": file_sha256(path)}
 
 
 def resume_config(run_dir: str, **overrides: Any) -> TrainConfig:
@@ -171,6 +176,12 @@ def run_training(cfg: TrainConfig, *, address: str | None = None, show_progress:
     cfg = cfg.replace(name=name)
     data = check_data(cfg)
     pretrained = check_pretrained(cfg)
+    if cfg.lr_schedule == "step":
+        from centernet.schedule import lr_steps_warning
+
+        late = lr_steps_warning(cfg.effective_lr_steps, cfg.epochs)
+        if late:
+            log.warning("warning: %s", late)
     run_dir = f"{cfg.storage_uri.rstrip('/')}/{name}"
     tracking_uri = resolve_tracking_uri()
     env_vars = worker_env_vars(tracking_uri)

@@ -35,15 +35,15 @@ class TrainConfig:
     epochs: int = setting(140, help="Total epochs.")
     batch_size: int = setting(32, help="Batch size per worker.")
     lr: float | None = setting(None, help="Adam learning rate.",
-                               default_text="1.25e-4 x global batch / 32 with pretrained weights (official); "
-                                            "the from-scratch default otherwise")
+                               default_text="1.25e-4 x global batch / 32 with pretrained weights (official), "
+                                            "2e-3 x global batch / 32 from scratch (measured)")
     lr_schedule: str = setting("step", help="Learning-rate schedule after warmup: x0.1 steps or cosine.",
                                choices=LR_SCHEDULES)
     lr_steps: tuple[int, ...] | None = setting(None, help="Epochs after which the lr is multiplied by 0.1, "
                                                           "e.g. 90,120.", metavar="E1,E2",
                                                default_text="the official 90/140 and 120/140 of --epochs")
-    warmup_steps: int | None = setting(None, help="Optimisation steps of linear lr warmup.",
-                                       default_text="none with pretrained weights, a short warmup from scratch")
+    warmup_steps: int | None = setting(None, help="Optimisation steps of linear lr warmup (0: none).",
+                                       default_text="200 (centernet.schedule.DEFAULT_WARMUP_STEPS)")
     loss_weights: dict[str, float] = setting({"hm": 1.0, "wh": 0.1, "reg": 1.0},
                                              help="Loss weights, e.g. hm=1,wh=0.1,reg=1.", metavar="K=V,...")
     pretrained: str | None = setting(None, help="Backbone weights: imagenet (downloaded once from the official "
@@ -52,7 +52,8 @@ class TrainConfig:
                                      metavar="imagenet|none|PATH")
     head_conv: int | None = setting(None, help="Channels of the heads' 3x3 conv.",
                                     default_text="the architecture's official value (64 ResNet, 256 DLA/Hourglass)")
-    max_grad_norm: float | None = setting(35.0, help="Gradient-norm clipping threshold (none: no clipping).")
+    max_grad_norm: float | None = setting(35.0, help="Gradient-norm clipping threshold (mmdetection's 35; "
+                                                     "the official code has none).")
     color_aug: bool = setting(True, help="Official colour augmentation of training images, on the device.",
                               flag="--color-aug/--no-color-aug")
     num_workers: int = setting(1, help="DDP workers (Ray Train actors).", flag="--workers")
@@ -102,6 +103,8 @@ class TrainConfig:
             if any(s < 1 for s in steps) or list(steps) != sorted(set(steps)):
                 raise ValueError(f"lr_steps: must be increasing epochs >= 1, got {self.lr_steps!r}")
             object.__setattr__(self, "lr_steps", steps)
+            if self.lr_schedule == "cosine":
+                raise ValueError("lr_steps: milestones apply to --lr-schedule step only, not cosine")
         object.__setattr__(self, "loss_weights", validate_loss_weights(dict(self.loss_weights)))
         for name, allowed in (("amp", AMP_MODES), ("batchnorm", BATCHNORM_MODES), ("lr_schedule", LR_SCHEDULES)):
             if getattr(self, name) not in allowed:
@@ -147,11 +150,9 @@ class TrainConfig:
 
     @property
     def effective_warmup_steps(self) -> int:
-        from centernet.schedule import default_warmup_steps
+        from centernet.schedule import DEFAULT_WARMUP_STEPS
 
-        if self.warmup_steps is not None:
-            return self.warmup_steps
-        return default_warmup_steps(pretrained=not self.from_scratch)
+        return self.warmup_steps if self.warmup_steps is not None else DEFAULT_WARMUP_STEPS
 
     @property
     def storage_uri(self) -> str:

@@ -15,6 +15,7 @@ import math
 import os
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,18 +122,23 @@ def _build_state(w: Worker, info: DataInfo) -> State:
 
     from centernet.batchnorm import apply_batchnorm_mode
     from centernet.data import CategoryMap
-    from centernet.engine import make_optimizer, make_scheduler
+    from centernet.engine import make_optimizer
     from centernet.models import build_model
+    from centernet.schedule import make_lr_scheduler
 
     cfg = w.cfg
     torch.manual_seed(cfg.seed)
     num_classes = CategoryMap.from_dict(info.classes).num_classes
     pretrained = cfg.pretrained_source if w.rank == 0 else "none"
-    model = build_model(cfg.arch, num_classes, head_conv=cfg.head_conv,
-                        pretrained=None if pretrained == "none" else pretrained)
+    model = build_model(cfg.arch, num_classes, head_conv=cfg.head_conv, pretrained=pretrained)
     model = apply_batchnorm_mode(model, cfg.batchnorm).to(w.device)
     optimizer = make_optimizer(model, cfg.effective_lr)
-    scheduler = make_scheduler(optimizer, cfg.effective_lr_steps)
+    steps = steps_per_epoch(info.num_samples, w.world, cfg.batch_size, cfg.max_steps_per_epoch)
+    with warnings.catch_warnings():  # the driver already said it (a milestone past the last epoch)
+        warnings.simplefilter("ignore", UserWarning)
+        scheduler = make_lr_scheduler(optimizer, epochs=cfg.epochs, steps_per_epoch=max(1, steps),
+                                      kind=cfg.lr_schedule, lr_steps=cfg.lr_steps,
+                                      warmup_steps=cfg.effective_warmup_steps)
     amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.amp]
     scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
     state = State(model, model, optimizer, scheduler, scaler, amp_dtype)
@@ -168,7 +174,6 @@ def _train_one_epoch(w: Worker, state: State, batches: Any, epoch: int, color: A
     from centernet.losses import CenterNetLoss
 
     cfg = w.cfg
-    lr = state.optimizer.param_groups[0]["lr"]
     last = [time.perf_counter()]
 
     def on_step(i: int, step: Any) -> None:
@@ -181,7 +186,7 @@ def _train_one_epoch(w: Worker, state: State, batches: Any, epoch: int, color: A
         if w.logger is not None and state.global_step % cfg.log_every == 0:
             m = {f"loss/{k}": v for k, v in step.losses.items()}
             m.update({f"loss_weighted/{k}": v * cfg.loss_weights.get(k, 0.0) for k, v in step.losses.items()})
-            m.update({"loss/total": step.total, "lr": lr, "grad_norm": step.grad_norm,
+            m.update({"loss/total": step.total, "lr": state.optimizer.param_groups[0]["lr"], "grad_norm": step.grad_norm,
                       "images_per_second_step": ips, "epoch": epoch, "skipped": float(step.skipped)})
             w.logger.log_metrics(m, step=state.global_step)
         if w.board is not None:
@@ -191,9 +196,8 @@ def _train_one_epoch(w: Worker, state: State, batches: Any, epoch: int, color: A
 
     result = train_epoch(state.model, batches, criterion=CenterNetLoss(), optimizer=state.optimizer,
                          weights=cfg.loss_weights, device=w.device, max_grad_norm=cfg.max_grad_norm,
-                         amp_dtype=state.amp_dtype, scaler=state.scaler, on_step=on_step,
-                         max_steps=cfg.max_steps_per_epoch, color=color)
-    state.scheduler.step()
+                         amp_dtype=state.amp_dtype, scaler=state.scaler, scheduler=state.scheduler,
+                         on_step=on_step, max_steps=cfg.max_steps_per_epoch, color=color)
     return result
 
 

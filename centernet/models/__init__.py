@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from torch import nn
 
+from centernet.models.pretrained import (
+    PretrainedWeights,
+    PretrainedWeightsError,
+    default_pretrained,
+    load_pretrained,
+)
 from centernet.models.registry import available_architectures, get_spec, register_model
-from centernet.models.weights import LoadReport, load_checkpoint, load_matching, read_state_dict
+from centernet.models.weights import LoadReport, load_checkpoint
 
-__all__ = ["build_model", "available_architectures", "register_model", "load_checkpoint", "LoadReport"]
+__all__ = ["build_model", "available_architectures", "register_model", "load_checkpoint", "LoadReport",
+           "load_pretrained", "default_pretrained", "PretrainedWeights", "PretrainedWeightsError"]
 
 
 def build_model(
@@ -23,11 +30,15 @@ def build_model(
         arch: a registered architecture (see :func:`available_architectures`).
         num_classes: C, channels of the heatmap head.
         head_conv: channels of the heads' 3x3 conv; ``None`` takes the architecture's official value.
-        pretrained: path of a local weights file for the backbone; matching tensors are loaded.
+        pretrained: ``None``/``"none"`` (random init), ``"imagenet"`` (the official ImageNet
+            backbone, downloaded once and hash-checked) or the path of a local weights file; the
+            tensors matching by name and shape are loaded (:func:`load_pretrained`, which also
+            returns what was loaded, for the run's records).
 
     Returns:
-        a module whose ``forward(x [B,3,H,W])`` gives {"hm": [B,C,H/4,W/4] logits, "wh", "reg"}
-        (for multi-stack models, a list of such dicts, the last one the prediction).
+        a module whose ``forward(x [B,3,H,W])`` gives a list of dicts, one per stack (one for
+        ResNet/DLA, two for Hourglass; the last is the prediction), each
+        ``{"hm": [B,C,H/4,W/4] logits, "wh": [B,2,H/4,W/4], "reg": [B,2,H/4,W/4]}``.
     """
     spec = get_spec(arch)
     if num_classes < 1:
@@ -35,7 +46,5 @@ def build_model(
     hc = spec.default_head_conv if head_conv is None else int(head_conv)
     model = spec.factory(num_classes, head_conv=hc)
     if pretrained is not None:
-        report = load_matching(model, read_state_dict(pretrained))
-        if not report.loaded:
-            raise ValueError(f"{pretrained}: no tensor matched {arch!r} by name and shape")
+        load_pretrained(model, arch, pretrained)
     return model

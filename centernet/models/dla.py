@@ -263,12 +263,13 @@ class DLASeg(nn.Module):
         add_heads(self, out_channel, num_classes, head_conv)
         _official_dla_head_init(self)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """x ``[B, 3, H, W]`` (H, W divisible by 32) -> heads at ``[B, *, H/4, W/4]``."""
+    def forward(self, x: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        """x ``[B, 3, H, W]`` (H, W divisible by 32) -> a list of one head dict at ``[B, *, H/4, W/4]``
+        (one stack, as the official ``DLASeg`` returns ``[z]``)."""
         feats = self.dla_up(self.base(x))  # finest first: [B, 64, H/4, W/4], ...
         y = [feats[i].clone() for i in range(self.last_level - self.first_level)]
         self.ida_up(y, 0, len(y))
-        return run_heads(self, y[-1])  # y[-1]: [B, 64, H/4, W/4]
+        return [run_heads(self, y[-1])]  # y[-1]: [B, 64, H/4, W/4]
 
 
 @torch.no_grad()

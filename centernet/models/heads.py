@@ -14,7 +14,8 @@ def head_channels(num_classes: int) -> dict[str, int]:
 
 
 def make_head(in_channels: int, out_channels: int, head_conv: int, *, is_heatmap: bool) -> nn.Module:
-    """One head as the official code builds it (``head_conv <= 0``: a single 1x1 conv)."""
+    """One head as the official code builds it (``head_conv <= 0``: a single 1x1 conv), with the
+    official ResNet init (:func:`init_head`)."""
     if head_conv > 0:
         head = nn.Sequential(
             nn.Conv2d(in_channels, head_conv, kernel_size=3, padding=1, bias=True),
@@ -29,7 +30,13 @@ def make_head(in_channels: int, out_channels: int, head_conv: int, *, is_heatmap
 
 @torch.no_grad()
 def init_head(head: nn.Module, *, is_heatmap: bool) -> None:
-    """Heatmap: last bias -2.19. Regression heads: conv weights N(0, 0.001), biases 0 (official)."""
+    """The official ResNet head init (``resnet_dcn.fill_fc_weights``, the layout our ResNets follow).
+
+    Heatmap: last bias -2.19, weights at PyTorch's default. Regression heads (``wh``, ``reg``): every
+    conv's weights N(0, 0.001), biases 0. (``msra_resnet`` does the same for the last conv only; DLA
+    and Hourglass use their own official inits: ``dla._official_dla_head_init`` zeroes the biases and
+    keeps default weights, Hourglass keeps default regression heads.)
+    """
     convs = [m for m in head.modules() if isinstance(m, nn.Conv2d)]
     if is_heatmap:
         convs[-1].bias.fill_(HEATMAP_PRIOR_BIAS)

@@ -2,8 +2,9 @@
 
 Module names follow the official ``exkp``/``HourglassNet`` (``pre``, ``kps``, ``cnvs``, ``inters``,
 ``inters_``, ``cnvs_`` and per-stack head lists ``hm``/``wh``/``reg``), so official checkpoints
-(``ctdet_coco_hg.pth``) load with ``strict=True``. ``forward`` returns one head dict per stack;
-the last is the prediction, the earlier ones are supervised during training.
+(``ctdet_coco_hg.pth``) load with ``strict=True``. ``forward`` returns a list of head dicts, one
+per stack (as every architecture here); the last is the prediction, the earlier ones are supervised
+during training.
 """
 
 from __future__ import annotations
@@ -126,6 +127,7 @@ class HourglassNet(nn.Module):
         self.head_names = tuple(head_channels(num_classes))
         for name, channels in head_channels(num_classes).items():
             heads = nn.ModuleList([_make_kp_layer(cnv_dim, head_conv, channels) for _ in range(nstack)])
+            # official ``large_hourglass``: heatmap bias -2.19, regression heads at PyTorch's default init
             if name == "hm":
                 with torch.no_grad():
                     for head in heads:
@@ -152,5 +154,5 @@ class HourglassNet(nn.Module):
 
 @register_model("hourglass104", head_conv=256)
 def hourglass104(num_classes: int, *, head_conv: int) -> nn.Module:
-    """Hourglass-104 (2 stacks), the paper's most accurate backbone; returns a list of head dicts."""
+    """Hourglass-104 (2 stacks), the paper's most accurate backbone; returns two head dicts."""
     return HourglassNet(num_classes, head_conv=head_conv)

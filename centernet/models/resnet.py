@@ -144,12 +144,13 @@ class ResNetCenterNet(nn.Module):
             self.inplanes = planes
         return nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """x ``[B, 3, H, W]`` (H, W divisible by 32) -> heads at ``[B, *, H/4, W/4]``."""
+    def forward(self, x: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        """x ``[B, 3, H, W]`` (H, W divisible by 32) -> a list of one head dict at ``[B, *, H/4, W/4]``
+        (one stack; the official ``PoseResNet`` returns ``[ret]`` too)."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # [B, 64, H/4, W/4]
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))  # [B, 512*e, H/32, W/32]
         x = self.deconv_layers(x)  # [B, 64, H/4, W/4]
-        return run_heads(self, x)
+        return [run_heads(self, x)]
 
 
 RESNET_LAYERS: dict[int, tuple[type[BasicBlock] | type[Bottleneck], list[int]]] = {

@@ -2,10 +2,10 @@
 
 Two entry points:
 
-* :func:`load_matching` (used by ``build_model(pretrained=PATH)``): backbone / ImageNet weights;
-  loads every tensor whose name and shape match, trying the key prefixes under which a backbone
-  sits in a detector (e.g. the official DLA ImageNet file has ``level0.*``, the detector
-  ``base.level0.*``).
+* :func:`load_matching` (used by ``pretrained.load_pretrained``, i.e. ``build_model(pretrained=...)``):
+  backbone / ImageNet weights; loads every tensor whose name and shape match, trying the key
+  prefixes under which a backbone sits in a detector (e.g. the official DLA ImageNet file has
+  ``level0.*``, the detector ``base.level0.*``).
 * :func:`load_checkpoint`: a full CenterNet checkpoint (official ``{"epoch", "state_dict"}``,
   keys possibly prefixed ``module.``), strict by default, with the heads that depend on the number
   of classes left at their fresh initialisation when the class counts differ (fine-tuning).

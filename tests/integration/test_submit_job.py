@@ -141,3 +141,8 @@ def test_submit_training_job(head, tmp_path):
     assert runs[0].data.params["arch"] == "resnet18"
     assert runs[0].data.tags["git_commit"] not in ("", "unknown")  # passed along by submit
     assert runs[0].data.metrics["loss/total"] > 0
+    unknown = subprocess.run([str(BIN / "centernet"), "submit", "--address", head, "--status", "raysubmit_nope"],
+                             env=env, capture_output=True, text=True, timeout=60)
+    lines = [ln for ln in unknown.stderr.splitlines() if ln.strip()]
+    assert unknown.returncode != 0 and len(lines) == 1, unknown.stderr
+    assert lines[0] == f"error: no job 'raysubmit_nope' on the cluster at {head}"

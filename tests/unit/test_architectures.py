@@ -29,10 +29,6 @@ def models() -> dict[str, torch.nn.Module]:
     return {arch: build_model(arch, NUM_CLASSES) for arch in SMALL_INPUTS}
 
 
-def _outputs_as_list(out) -> list[dict[str, torch.Tensor]]:
-    return out if isinstance(out, list) else [out]
-
-
 def test_registered():
     assert set(SMALL_INPUTS) <= set(available_architectures())
 
@@ -43,10 +39,8 @@ def test_forward_backward_small_non_square(models, arch):
     model.train()
     b, h, w = SMALL_INPUTS[arch]
     x = torch.randn(b, 3, h, w)
-    out = model(x)
-    stacks = _outputs_as_list(out)
-    assert len(stacks) == (2 if arch == "hourglass104" else 1)
-    assert isinstance(out, list) == (arch == "hourglass104")
+    stacks = model(x)
+    assert isinstance(stacks, list) and len(stacks) == (2 if arch == "hourglass104" else 1)
     for heads in stacks:
         assert set(heads) == {"hm", "wh", "reg"}
         assert heads["hm"].shape == (b, NUM_CLASSES, h // 4, w // 4)
@@ -72,6 +66,27 @@ def test_heatmap_bias_prior(models):
             torch.testing.assert_close(b.detach(), torch.full_like(b, HEATMAP_PRIOR_BIAS))
 
 
+def _regression_convs(model: torch.nn.Module) -> list[torch.nn.Conv2d]:
+    return [m for name in ("wh", "reg") for m in getattr(model, name).modules() if isinstance(m, torch.nn.Conv2d)]
+
+
+def test_each_architecture_has_its_official_head_init(models):
+    # resnet_dcn (fill_fc_weights): every regression-head conv N(0, 0.001), bias 0
+    for arch in ("resnet18", "resdcn18", "resdcn101"):
+        for conv in _regression_convs(models[arch]):
+            assert 0.0008 < conv.weight.std().item() < 0.0012, arch
+            assert conv.bias.abs().max().item() == 0.0, arch
+    # pose_dla_dcn (fill_fc_weights): biases 0, PyTorch's default weights (std = 1/sqrt(3 fan_in))
+    for conv in _regression_convs(models["dla34"]):
+        fan_in = conv.weight[0].numel()
+        assert conv.weight.std().item() == pytest.approx((3 * fan_in) ** -0.5, rel=0.1)
+        assert conv.bias.abs().max().item() == 0.0
+    # large_hourglass: regression heads entirely at PyTorch's default init (nonzero biases too)
+    for conv in _regression_convs(models["hourglass104"]):
+        assert conv.weight.std().item() == pytest.approx((3 * conv.weight[0].numel()) ** -0.5, rel=0.1)
+        assert conv.bias.abs().max().item() > 0.0
+
+
 def test_dla_imagenet_classifier_is_frozen(models):
     fc = models["dla34"].base.fc
     assert not any(p.requires_grad for p in fc.parameters())
@@ -80,7 +95,7 @@ def test_dla_imagenet_classifier_is_frozen(models):
 @torch.no_grad()
 def test_resdcn18_full_size_output():
     model = build_model("resdcn18", 80).eval()
-    out = model(torch.randn(1, 3, 512, 512))
+    out = model(torch.randn(1, 3, 512, 512))[-1]
     assert out["hm"].shape == (1, 80, 128, 128)
     assert out["wh"].shape == out["reg"].shape == (1, 2, 128, 128)
 
@@ -173,14 +188,13 @@ def test_forward_backward_at_512(models, arch):
 
     model = models[arch]
     model.train()
-    out = model(torch.randn(1, 3, 512, 512))
-    stacks = _outputs_as_list(out)
+    stacks = model(torch.randn(1, 3, 512, 512))
     assert all(heads["hm"].shape == (1, NUM_CLASSES, 128, 128) for heads in stacks)
     hm = torch.zeros(1, NUM_CLASSES, 128, 128)
     hm[0, 1, 64, 32] = 1.0
     batch = {"hm": hm, "ind": torch.tensor([[64 * 128 + 32]]), "mask": torch.ones(1, 1),
              "wh": torch.tensor([[[10.0, 20.0]]]), "reg": torch.tensor([[[0.5, 0.5]]])}
-    loss = combine_losses(CenterNetLoss()(out, batch))
+    loss = combine_losses(CenterNetLoss()(stacks, batch))
     model.zero_grad(set_to_none=True)
     loss.backward()
     assert torch.isfinite(loss)

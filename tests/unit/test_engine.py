@@ -10,9 +10,10 @@ import torch
 
 from centernet.batch import collate_samples
 from centernet.checkpoint import load_checkpoint_file, restore_training_state, save_checkpoint
-from centernet.engine import make_optimizer, make_scheduler, move_batch, scaled_lr, train_epoch, train_step
+from centernet.engine import make_optimizer, make_scheduler, move_batch, train_epoch, train_step
 from centernet.losses import DEFAULT_LOSS_WEIGHTS, CenterNetLoss
 from centernet.sample import SampleConfig, make_sample
+from centernet.schedule import make_lr_scheduler
 from centernet.synthetic import render_image
 
 
@@ -40,18 +41,20 @@ def test_loss_falls_when_overfitting_one_batch():
     assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:3])
 
 
-def test_non_finite_step_is_skipped_and_weights_untouched():
+def test_non_finite_step_is_skipped_and_the_model_untouched():
     from centernet.models import build_model
 
     model = build_model("resnet18", 2)
     optimizer = make_optimizer(model, 1e-3)
     batch = _batch(2)
     batch["image"][0, 0, 0, 0] = float("nan")
-    before = {k: v.clone() for k, v in model.state_dict().items() if v.dtype.is_floating_point}
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     result = train_step(model, batch, criterion=CenterNetLoss(), optimizer=optimizer, weights=DEFAULT_LOSS_WEIGHTS)
-    assert result.skipped
+    assert result.skipped and not math.isfinite(result.total)
     after = model.state_dict()
-    assert all(torch.equal(before[k], after[k]) for k in before if "running" not in k and "num_batches" not in k)
+    # weights and the BatchNorm statistics the NaN forward pass had changed
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert after["bn1.num_batches_tracked"].item() == 0
 
     epoch = train_epoch(model, [batch, _batch(2, seed=1)], criterion=CenterNetLoss(), optimizer=optimizer,
                         weights=DEFAULT_LOSS_WEIGHTS, device="cpu")
@@ -59,9 +62,26 @@ def test_non_finite_step_is_skipped_and_weights_untouched():
     assert math.isfinite(epoch.mean_losses["total"]) and 0 <= epoch.data_wait_share < 1
 
 
-def test_official_schedule_and_lr_scaling():
-    assert scaled_lr(32) == pytest.approx(1.25e-4)
-    assert scaled_lr(128) == pytest.approx(5e-4)
+def test_train_epoch_steps_the_scheduler_after_each_update_only():
+    from centernet.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("resnet18", 2)
+    optimizer = make_optimizer(model, 1e-3)
+    scheduler = make_lr_scheduler(optimizer, epochs=1, steps_per_epoch=4, warmup_steps=4)
+    bad = _batch(2, seed=2)
+    bad["image"][1, 2, 3, 4] = float("inf")
+    batches = [_batch(2, seed=1), bad, _batch(2, seed=3)]
+    lrs = []
+    result = train_epoch(model, batches, criterion=CenterNetLoss(), optimizer=optimizer, weights=DEFAULT_LOSS_WEIGHTS,
+                         device="cpu", scheduler=scheduler,
+                         on_step=lambda i, step: lrs.append(optimizer.param_groups[0]["lr"]))
+    assert result.skipped_steps == 1 and scheduler.last_epoch == 2
+    # warmup (i + 1) / 4 of 1e-3, read after each step: stepped, held over the skipped step, stepped
+    assert lrs == pytest.approx([5e-4, 5e-4, 7.5e-4])
+
+
+def test_epoch_scheduler_of_the_ray_trainer():
     opt = make_optimizer(torch.nn.Linear(1, 1), 1.0)
     sched = make_scheduler(opt, (2, 4))
     lrs = []
@@ -90,7 +110,7 @@ def test_checkpoint_round_trip_is_atomic_and_weights_only(tmp_path):
     x = torch.randn(1, 3, 64, 64)
     model.eval(), other.eval()
     with torch.no_grad():
-        torch.testing.assert_close(model(x)["hm"], other(x)["hm"])
+        torch.testing.assert_close(model(x)[0]["hm"], other(x)[0]["hm"])
     assert ckpt["extra"]["arch"] == "resnet18"
     with pytest.raises(FileNotFoundError):
         load_checkpoint_file(tmp_path / "missing.pt")

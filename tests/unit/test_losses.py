@@ -62,12 +62,21 @@ def test_centernet_loss_returns_unweighted_dict_and_averages_stacks():
     out1 = {"hm": torch.zeros(1, 2, 4, 4), "wh": torch.zeros(1, 2, 4, 4), "reg": torch.zeros(1, 2, 4, 4)}
     out2 = {k: v + 1 for k, v in out1.items()}
     crit = CenterNetLoss()
-    l1, l2 = crit(out1, batch), crit(out2, batch)
+    l1, l2 = crit([out1], batch), crit([out2], batch)
     assert set(l1) == {"hm", "wh", "reg"}
+    # wh at pixel 9 predicted (0, 0) vs (3, 2): |3| + |2| over 2 * 1 objects
     assert l1["wh"].item() == pytest.approx(5 / (2 + 1e-4), rel=1e-6)
     both = crit([out1, out2], batch)
     for k in l1:
         assert both[k].item() == pytest.approx((l1[k].item() + l2[k].item()) / 2, rel=1e-6)
+
+
+def test_centernet_loss_wants_a_list_of_stacks():
+    out = {"hm": torch.zeros(1, 2, 4, 4), "wh": torch.zeros(1, 2, 4, 4), "reg": torch.zeros(1, 2, 4, 4)}
+    with pytest.raises(ValueError, match="list of head dicts"):
+        CenterNetLoss()(out, _batch())
+    with pytest.raises(ValueError, match="list of head dicts"):
+        CenterNetLoss()([], _batch())
 
 
 def test_combine_losses_default_and_custom_weights():

@@ -18,14 +18,15 @@ def resnet18():
 
 def test_head_shapes_square_512(resnet18):
     with torch.no_grad():
-        out = resnet18(torch.zeros(1, 3, 512, 512))
-    assert {k: tuple(v.shape) for k, v in out.items()} == {
+        outputs = resnet18(torch.zeros(1, 3, 512, 512))
+    assert isinstance(outputs, list) and len(outputs) == 1  # one stack
+    assert {k: tuple(v.shape) for k, v in outputs[0].items()} == {
         "hm": (1, 5, 128, 128), "wh": (1, 2, 128, 128), "reg": (1, 2, 128, 128)}
 
 
 def test_head_shapes_non_square(resnet18):
     with torch.no_grad():
-        out = resnet18(torch.zeros(2, 3, 96, 160))
+        out = resnet18(torch.zeros(2, 3, 96, 160))[-1]
     assert out["hm"].shape == (2, 5, 24, 40) and out["wh"].shape == (2, 2, 24, 40)
 
 
@@ -36,7 +37,7 @@ def test_heads_follow_the_official_layout_and_init(resnet18):
     assert torch.all(resnet18.wh[-1].bias == 0)
     assert [m.out_channels for m in resnet18.deconv_layers if isinstance(m, torch.nn.ConvTranspose2d)] == [256, 128, 64]
     with torch.no_grad():
-        prob = torch.sigmoid(resnet18(torch.zeros(1, 3, 64, 64))["hm"]).mean().item()
+        prob = torch.sigmoid(resnet18(torch.zeros(1, 3, 64, 64))[0]["hm"]).mean().item()
     assert prob == pytest.approx(0.1, abs=0.05)  # the -2.19 prior
 
 
