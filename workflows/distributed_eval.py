@@ -77,10 +77,9 @@ def _preview_of(module: Any, images: Any, dets: Any) -> list[Any]:
     """[normalised images, detections, heatmap probabilities] on the CPU, for a preview figure."""
     import torch
 
-    from centernet.inference import final_stack
     from centernet.transforms import normalize_batch
 
     images = normalize_batch(images)  # [N, 3, H, W] float32
     with torch.no_grad():
-        heat = torch.sigmoid(final_stack(module(images))["hm"].float())  # [N, C, H/4, W/4]
+        heat = torch.sigmoid(module(images)[-1]["hm"].float())  # last stack: [N, C, H/4, W/4]
     return [images.cpu(), dets.cpu(), heat.cpu()]
