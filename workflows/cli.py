@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "precompute": "precompute",
     "train": "train",
     "submit": "submit",
+    "tune": "tune",
 }
 
 def with_verbose_option(fn: Callable[..., Any]) -> Callable[..., Any]:

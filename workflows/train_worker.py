@@ -260,13 +260,15 @@ def _log_preview(logger: Any, preview: Any, info: DataInfo, epoch: int) -> None:
 
 
 def _report(w: Worker, state: State, info: DataInfo, val_info: DataInfo | None, epoch: int) -> None:
-    """``ray.train.report`` the epoch's metrics, with a checkpoint (written by rank 0) when due."""
+    """``ray.train.report`` the epoch's metrics and ``epochs_done``, with a checkpoint (written by
+    rank 0) when due."""
     import ray.train
 
     from centernet.checkpoint import save_checkpoint
 
     cfg = w.cfg
     metrics = {k: v for k, v in state.metrics.items() if isinstance(v, (int, float))}
+    metrics["epochs_done"] = epoch + 1  # what Tune's schedulers count (its own iteration restarts on resume)
     if (epoch + 1) % cfg.checkpoint_every and epoch != cfg.epochs - 1:
         ray.train.report(metrics)
         return
