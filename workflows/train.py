@@ -109,11 +109,14 @@ def resume_config(run_dir: str, **overrides: Any) -> TrainConfig:
 def build_trainer(cfg: TrainConfig, *, tracking_uri: str, mlflow_run_id: str | None,
                   progress_actor: str | None = None, env_vars: Mapping[str, str] | None = None,
                   name: str | None = None, storage_path: str | None = None,
-                  local_rendezvous: str | None = None, callbacks: Sequence[Any] = ()) -> Any:
+                  local_rendezvous: str | None = None, callbacks: Sequence[Any] = (),
+                  epoch_metrics: bool = True) -> Any:
     """The ``TorchTrainer`` of a job (gloo on CPU, NCCL on GPU). ``local_rendezvous``: on the
     embedded single-machine Ray, a directory where the process group meets through a file, so
     that nothing listens beyond loopback (:mod:`workflows.local_rendezvous`). ``callbacks``: Ray
-    Train callbacks of the run (e.g. Tune's ``TuneReportCallback`` when a Tune trial drives it)."""
+    Train callbacks of the run (e.g. Tune's ``TuneReportCallback`` when a Tune trial drives it);
+    ``epoch_metrics=False``: rank 0 logs only step metrics to MLflow, the epoch metrics are left to
+    the receiver of the reports."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -140,7 +143,8 @@ def build_trainer(cfg: TrainConfig, *, tracking_uri: str, mlflow_run_id: str | N
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": cfg.to_dict(), "tracking_uri": tracking_uri,
-                           "mlflow_run_id": mlflow_run_id, "progress_actor": progress_actor},
+                           "mlflow_run_id": mlflow_run_id, "progress_actor": progress_actor,
+                           "log_epoch_metrics": epoch_metrics},
         torch_config=torch_config,
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
                                      resources_per_worker=resources),

@@ -1,5 +1,6 @@
-"""What the search's driver does while Tune runs: close each trial's MLflow run as the trial ends,
-log one line per ended trial, and keep the progress board's trial table current.
+"""What the search's driver does while Tune runs: log each epoch Tune accepted into its trial's
+MLflow run, close the run as the trial ends, log one line per ended trial, and keep the progress
+board's trial table current.
 
 :class:`SearchCallback` is a Ray Tune callback (it runs in the driver). Tune pickles it with the
 experiment and restores that copy when a search is resumed, so it keeps only plain settings and
@@ -15,7 +16,16 @@ from typing import Any
 
 from ray.tune import Callback
 
-from workflows.tune_trial import COMPLETED, FAILED, STOPPED, TrialSpec, close_trial_run, trial_state
+from workflows.tune_trial import (
+    COMPLETED,
+    FAILED,
+    STOPPED,
+    TrialSpec,
+    close_trial_run,
+    find_trial_run,
+    log_epoch_metrics,
+    trial_state,
+)
 
 log = logging.getLogger("centernet.tune")
 RUNNING, PENDING = "running", "pending"
@@ -84,13 +94,26 @@ class SearchCallback(Callback):
         self.spec, self.epochs, self.board_name = spec, epochs, board
         self.artifacts = list(artifacts)
         self._board: Any | None = None
+        self._runs: dict[str, str] = {}  # trial id -> its MLflow run id
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_board"] = None  # an actor handle means nothing in the Ray session that restores this
+        state["_runs"] = {}
         return state
 
     def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict, **info: Any) -> None:
+        try:
+            if trial.trial_id not in self._runs:
+                run = find_trial_run(self.spec.tracking_uri, self.spec.experiment, self.spec.parent_run_id,
+                                     trial.trial_id)
+                if run is not None:
+                    self._runs[trial.trial_id] = run.info.run_id
+            if trial.trial_id in self._runs:
+                log_epoch_metrics(self.spec.tracking_uri, self._runs[trial.trial_id], result)
+        except Exception as exc:  # never let tracking stop the search
+            log.warning("warning: could not log epoch %s of trial %s to MLflow (%s)", result.get("epochs_done"),
+                        trial.trial_id, " ".join(str(exc).split())[:200])
         self._publish(trials)
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:

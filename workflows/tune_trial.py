@@ -5,8 +5,10 @@ with the trial's loss weights (and lr), tracked in its own MLflow run nested und
 trial's Train run (``<search dir>/trials/<trial id>``): it opens (or, when a resumed search restarts
 the trial, reopens) the trial's MLflow run and fits a ``TorchTrainer`` whose
 ``TuneReportCallback`` hands every epoch's report to Tune. The rank-0 worker logs the step and epoch
-metrics into the trial's run, exactly as in a ``centernet train`` run. The search's driver closes
-the run when the trial ends (:func:`close_trial_run`): its state (completed, stopped early,
+metrics into the trial's run; the epoch metrics (val AP among them) reach it through the search's
+driver, which logs each epoch Tune accepted (:func:`log_epoch_metrics`): a trial stopped by the
+scheduler may run on until Tune's stop reaches it, and what it does then must not count. The
+driver closes the run when the trial ends (:func:`close_trial_run`): its state (completed, stopped early,
 failed) as a tag and its latest checkpoint as the artifact ``checkpoint/checkpoint.pt`` — trial
 runs carry what ``centernet register`` reads from a training run.
 """
@@ -78,7 +80,7 @@ def run_trial(config: dict[str, Any], spec: TrialSpec) -> None:
     run_id = open_trial_run(spec, trial_id, cfg)
     trainer = build_trainer(cfg, tracking_uri=spec.tracking_uri, mlflow_run_id=run_id, env_vars=spec.env_vars,
                             name=trial_id, storage_path=spec.trials_dir, local_rendezvous=spec.scratch_dir,
-                            callbacks=[TuneReportCallback()])
+                            callbacks=[TuneReportCallback()], epoch_metrics=False)
     trainer.fit()
 
 
@@ -103,6 +105,22 @@ def open_trial_run(spec: TrialSpec, trial_id: str, cfg: TrainConfig) -> str:
     return start_run(spec.tracking_uri, experiment=spec.experiment, run_name=trial_id,
                      params={**run_params(cfg, spec.data), **spec.extra_params, "trial_id": trial_id}, tags=tags,
                      run_id=existing.info.run_id if existing is not None else None)
+
+
+# Keys Tune adds to every result (not the training worker's metrics).
+_TUNE_KEYS = frozenset({"done", "training_iteration", "timesteps_this_iter", "episodes_this_iter", "epochs_done"})
+
+
+def log_epoch_metrics(tracking_uri: str, run_id: str, result: Mapping[str, Any]) -> None:
+    """Log the epoch metrics a trial reported (a Tune result) into its run, at the step the training
+    worker would have used (its ``global_step``)."""
+    from ray.tune.result import AUTO_RESULT_KEYS
+
+    from workflows.tracking import RunLogger
+
+    metrics = {k: float(v) for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+               and k not in _TUNE_KEYS and k not in AUTO_RESULT_KEYS}
+    RunLogger(tracking_uri, run_id).log_metrics(metrics, step=int(result.get("global_step", 0)), flush=True)
 
 
 def trial_state(ended_with_error: bool, epochs_done: int, epochs: int) -> str:
