@@ -140,7 +140,8 @@ def load_pretrained(model: nn.Module, arch: str, source: str) -> PretrainedWeigh
             converted ExtremeNet model for ``hourglass104``).
 
     Raises ``ValueError`` when no tensor matches, :class:`PretrainedWeightsError` when the file
-    cannot be obtained, ``FileNotFoundError`` for a missing local path.
+    cannot be obtained, ``FileNotFoundError`` for a missing local path. Under DDP call it on rank 0
+    only, before wrapping: DDP broadcasts rank 0's parameters to the other ranks.
     """
     if source == NONE:
         return None
