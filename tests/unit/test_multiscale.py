@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from centernet.decode import boxes_to_original
+from centernet.detect import letterbox_image
 from centernet.inference import predict
 from centernet.models import build_model
+from centernet.targets import encode
 from centernet.multiscale import (
     merge_detections,
     predict_multiscale,
@@ -89,3 +91,42 @@ def test_single_scale_equals_plain_predict():
     for d in predict_multiscale(model, images, affines, (0.5, 1.0)):
         assert (np.diff(d[:, 4]) <= 0).all()  # by score
         assert len(d) <= 100 or (d[99:, 4] == d[99, 4]).all()  # beyond 100 only ties (zero-score non-peaks)
+
+
+class PerfectHeads(torch.nn.Module):
+    """Heads a perfect detector gives for objects at ``boxes`` (base output-map px of a base input
+    ``base_hw``), at whatever size the input is resized to (half-pixel centres, as F.interpolate)."""
+
+    def __init__(self, boxes: np.ndarray, classes: np.ndarray, base_hw: tuple[int, int]):
+        super().__init__()
+        self.boxes, self.classes, self.base_hw = boxes, classes, base_hw
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        h, w = x.shape[2:]
+        inp = self.boxes * 4  # base input px
+        inp[:, [0, 2]] = (inp[:, [0, 2]] + 0.5) * (w / self.base_hw[1]) - 0.5
+        inp[:, [1, 3]] = (inp[:, [1, 3]] + 0.5) * (h / self.base_hw[0]) - 0.5
+        t = encode(inp / 4, self.classes, 3, (h // 4, w // 4))
+        hm = torch.where(torch.from_numpy(t["hm"]) == 1, 20.0, -20.0)[None]  # [1, C, h/4, w/4]
+        wh, reg = torch.zeros(1, 2, h // 4 * (w // 4)), torch.zeros(1, 2, h // 4 * (w // 4))
+        m = torch.from_numpy(t["mask"]).bool()
+        ind = torch.from_numpy(t["ind"])[m]
+        wh[0, :, ind] = torch.from_numpy(t["wh"])[m].T
+        reg[0, :, ind] = torch.from_numpy(t["reg"])[m].T
+        return {"hm": hm, "wh": wh.view(1, 2, h // 4, w // 4), "reg": reg.view(1, 2, h // 4, w // 4)}
+
+
+def test_multiscale_merge_of_perfect_heads_recovers_every_box():
+    image = np.zeros((150, 200, 3), np.uint8)
+    _, affine = letterbox_image(image, (64, 64))
+    boxes = np.array([[2.0, 3.0, 7.5, 9.0], [9.0, 4.0, 14.0, 7.0], [3.0, 10.0, 6.0, 14.5]])  # base output px
+    classes = np.array([0, 2, 1])
+    model = PerfectHeads(boxes, classes, (64, 64))
+    dets = predict_multiscale(model, torch.zeros(1, 3, 64, 64), affine[None], (0.5, 1.0, 1.5),
+                              image_sizes=[(150, 200)])[0]
+    want = boxes_to_original(np.c_[boxes, np.ones(3), classes], affine, (150, 200))
+    top = dets[:3]  # one per object at score ~1; each object's copies from the other scales decayed
+    order = np.argsort(top[:, 5])
+    np.testing.assert_allclose(top[order, :4], want[np.argsort(classes), :4], atol=1e-3)
+    np.testing.assert_allclose(top[:, 4], 1.0, atol=1e-6)
+    assert dets[3:, 4].max() <= math.exp(-1 / 0.5) + 1e-6  # duplicates: IoU ~1 -> score * exp(-2) at most
