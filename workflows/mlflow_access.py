@@ -53,7 +53,8 @@ def store_client(tracking_uri: str | None = None) -> tuple[str, Any]:
     return uri, MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-def _not_found(exc: Exception) -> bool:
+def is_not_found(exc: Exception) -> bool:
+    """Whether an ``MlflowException`` says the thing asked for does not exist."""
     code = getattr(exc, "error_code", "")
     return code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND") or "not found" in str(exc).lower() \
         or "does not exist" in str(exc).lower()
@@ -66,7 +67,7 @@ def get_run(client: Any, tracking_uri: str, run_id: str) -> Any:
     try:
         return client.get_run(run_id)
     except MlflowException as exc:
-        if _not_found(exc):
+        if is_not_found(exc):
             raise UserError(f"run {run_id!r} not found in the MLflow store {tracking_uri}; check the run id "
                             f"or set {TRACKING_URI_ENV} to the store that holds it") from None
         raise
@@ -81,7 +82,7 @@ def get_model_version(client: Any, tracking_uri: str, name: str, *, version: str
     try:
         registered = client.get_registered_model(name)
     except MlflowException as exc:
-        if _not_found(exc):
+        if is_not_found(exc):
             raise UserError(f"no registered model named {name!r} in {tracking_uri} (register one with "
                             "`centernet register --run RUN_ID --name NAME`)") from None
         raise
@@ -90,7 +91,7 @@ def get_model_version(client: Any, tracking_uri: str, name: str, *, version: str
             return client.get_model_version_by_alias(name, alias)
         return client.get_model_version(name, str(version))
     except MlflowException as exc:
-        if not _not_found(exc) and getattr(exc, "error_code", "") != "INVALID_PARAMETER_VALUE":
+        if not is_not_found(exc) and getattr(exc, "error_code", "") != "INVALID_PARAMETER_VALUE":
             raise
         if alias is not None:
             aliases = sorted(getattr(registered, "aliases", {}) or {})

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,7 @@ def champion_decision(new: Candidate, current: Candidate | None, *, force: bool 
     if current.val_ap is None:
         return True, f"champion version {current.version} has no val AP"
     if not new.val_data_hash or new.val_data_hash != current.val_data_hash:
-        return False, (f"validation data differ (val data hash {new.val_data_hash or 'unknown'} vs "
+        return False, (f"validation data not known to be the same (val data hash {new.val_data_hash or 'unknown'} vs "
                        f"{current.val_data_hash or 'unknown'} of champion version {current.version}), so the APs "
                        f"are not comparable; champion stays (use --force-alias to move it)")
     if new.val_ap > current.val_ap:
@@ -184,10 +185,14 @@ def _check_run(run: Any, run_id: str) -> None:
 def _current_champion(client: Any, name: str) -> Candidate | None:
     from mlflow.exceptions import MlflowException
 
+    from workflows.mlflow_access import is_not_found
+
     try:
         mv = client.get_model_version_by_alias(name, CHAMPION_ALIAS)
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        if is_not_found(exc):  # no alias yet
+            return None
+        raise
     ap = mv.tags.get("val_AP")
     return Candidate(str(mv.version), float(ap) if ap not in (None, "", "None") else None,
                      mv.tags.get("val_data_hash") or None)
@@ -204,21 +209,24 @@ def _ensure_registered_model(client: Any, name: str) -> None:
 
 
 def log_model(tracking_uri: str, run: Any, staged: dict[str, Any], input_size: tuple[int, int]) -> str:
-    """Log the staged model as an MLflow model of ``run`` (its experiment; linked as the run's
-    output) without making the run active; returns its model id."""
+    """Log the staged model as an MLflow model of ``run`` (in its experiment, linked as its output)
+    without making the run active, also when another run is active in this process (a Tune
+    driver); returns the model id."""
     import mlflow
     import mlflow.pyfunc
-    from mlflow.entities import LoggedModelOutput
+    from mlflow.models import Model
 
     from workflows.mlflow_access import fluent_tracking_uri
 
-    with fluent_tracking_uri(tracking_uri):
+    with fluent_tracking_uri(tracking_uri), warnings.catch_warnings():
+        # MLflow suggests type hints on predict(); the signature below already describes the input
+        warnings.filterwarnings("ignore", message=".*type hint.*", category=UserWarning)
         logged = mlflow.initialize_logged_model(name=MODEL_NAME_IN_RUN, source_run_id=run.info.run_id,
                                                 experiment_id=run.info.experiment_id)
-        mlflow.pyfunc.log_model(name=MODEL_NAME_IN_RUN, model_id=logged.model_id, signature=model_signature(),
-                                input_example=input_example(input_size), pip_requirements=pip_requirements(),
-                                **staged)
-        mlflow.MlflowClient(tracking_uri).log_outputs(run.info.run_id, [LoggedModelOutput(logged.model_id, step=0)])
+        # Model.log is what mlflow.pyfunc.log_model calls; it alone takes the run to link the model to
+        Model.log(name=MODEL_NAME_IN_RUN, flavor=mlflow.pyfunc, run_id=run.info.run_id, model_id=logged.model_id,
+                  signature=model_signature(), input_example=input_example(input_size),
+                  pip_requirements=pip_requirements(), **staged)
     return logged.model_id
 
 

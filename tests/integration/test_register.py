@@ -43,9 +43,17 @@ def test_better_run_becomes_champion_and_worse_one_does_not(registry, trained_de
     assert float(v2.tags["val_AP"]) == pytest.approx(td.weak_ap) and v2.tags["val_data_hash"] == td.data_hash
     assert v2.tags["tune_parent"] == "tune-parent-run" and v2.tags["input_size"] == "64x64"
 
-    # a new model name: the worse run first (no champion yet), then the better one takes the alias
+    # a new model name: the worse run first (no champion yet), then the better one takes the alias;
+    # registered while another run is active in the process (as a Tune driver does), the model is
+    # still the training run's output
+    import mlflow
+
     first = register_run(weak, "ranked", tracking_uri=uri)
-    better = register_run(registry.run_id, "ranked", tracking_uri=uri)
+    with fluent_tracking_uri(uri), mlflow.start_run(run_name="tune-driver") as driver:
+        better = register_run(registry.run_id, "ranked", tracking_uri=uri)
+    outputs = client.get_run(registry.run_id).outputs.model_outputs
+    assert better.model_id in {o.model_id for o in outputs}
+    assert not (client.get_run(driver.info.run_id).outputs and client.get_run(driver.info.run_id).outputs.model_outputs)
     assert first.champion and first.reason == "no champion yet"
     assert better.champion and better.previous_champion == "1"
     assert better.reason == f"val AP {td.strong_ap:.4f} beats {td.weak_ap:.4f} of version 1"
