@@ -1,5 +1,5 @@
-"""One resolver for "which model": a checkpoint file, ``runs:/RUN_ID[/PATH]``, ``models:/NAME/VERSION``
-or ``models:/NAME@ALIAS`` -> the network (weights loaded, eval mode), its class map (the dataset's
+"""One resolver for "which model": a checkpoint file (a path, or a URI such as ``s3://...``),
+``runs:/RUN_ID[/PATH]``, ``models:/NAME/VERSION`` or ``models:/NAME@ALIAS`` -> the network (weights loaded, eval mode), its class map (the dataset's
 own category ids and names), architecture and input size.
 
 Checkpoints are ``centernet.checkpoint`` files: a training run's ``checkpoint/checkpoint.pt``
@@ -197,9 +197,18 @@ def resolve_model(source: str, *, tracking_uri: str | None = None, cwd: str | Pa
             path = download_version_checkpoint(client, ref, tmp)
             model, spec, _ = load_checkpoint_model(path, text)
         return LoadedModel(model, spec, text, run_id=ref.run_id, version=ref, tracking_uri=uri)
-    if "://" in text or text.startswith("models:") or text.startswith("runs:"):
-        raise UserError(f"{text}: unknown model source; give a checkpoint file, runs:/RUN_ID, "
-                        "models:/NAME/VERSION or models:/NAME@ALIAS")
+    if text.startswith(("models:", "runs:")):
+        raise UserError(f"{text}: expected runs:/RUN_ID, models:/NAME/VERSION or models:/NAME@ALIAS")
+    if "://" in text:  # a checkpoint in object storage (s3://, gs://, ...): MLflow's artifact clients fetch it
+        import mlflow.artifacts
+
+        with tempfile.TemporaryDirectory(prefix="centernet-model-") as tmp:
+            try:
+                path = mlflow.artifacts.download_artifacts(artifact_uri=text, dst_path=tmp)
+            except Exception as exc:  # noqa: BLE001 - each storage client raises its own errors
+                raise UserError(f"{text}: cannot download ({str(exc).splitlines()[0][:160]})") from None
+            model, spec, _ = load_checkpoint_model(path, text)
+        return LoadedModel(model, spec, text)
     path = Path(text).expanduser()
     if not path.is_absolute():
         path = Path(cwd or Path.cwd()) / path

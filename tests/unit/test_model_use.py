@@ -60,6 +60,9 @@ def test_checkpoint_sources_and_their_errors(tmp_path, monkeypatch):
         resolve_model("notes.txt")
     with pytest.raises(UserError, match=r"^nope\.pt: no such checkpoint file$"):
         resolve_model("nope.pt")
+    assert resolve_model((tmp_path / "m.pt").as_uri()).spec.arch == "resnet18"  # file:// like s3://, via MLflow
+    with pytest.raises(UserError, match=r"^file:///no/such/m\.pt: cannot download"):
+        resolve_model("file:///no/such/m.pt")
     save_checkpoint(tmp_path / "wrong.pt", model, extra={"arch": "resdcn18", "classes": CLASSES, "input_size": [64, 64]})
     with pytest.raises(UserError, match=r"weights do not fit resdcn18 with 3 classes"):
         load_checkpoint_model(tmp_path / "wrong.pt")
@@ -110,11 +113,14 @@ def test_onnx_comparisons_pass_within_and_fail_beyond_tolerance():
     assert compare_heads(ref, [np.full((1, 2, 4, 4), 5e-5), np.ones((1, 2, 4, 4))], ("hm", "wh")) == {"hm": 5e-5, "wh": 0.0}
     with pytest.raises(UserError, match=r"^ONNX check failed: output 'wh' differs from PyTorch by 0\.001 > 0\.0001$"):
         compare_heads(ref, [np.zeros((1, 2, 4, 4)), np.full((1, 2, 4, 4), 1.001)], ("hm", "wh"))
-    boxes = torch.tensor([[[0.0, 0, 10, 10], [5, 5, 8, 8], [1, 1, 2, 2]]])
-    scores = torch.tensor([[0.9, 0.5, 0.5]])  # the last two tie: their order is not compared
-    classes = torch.tensor([[1, 0, 2]])
-    swapped = [boxes.numpy()[:, [0, 2, 1]], scores.numpy(), classes.numpy()[:, [0, 2, 1]]]
-    assert compare_decoded((boxes, scores, classes), swapped)["compared"] == 1.0
-    wrong = [boxes.numpy(), scores.numpy(), np.array([[2, 0, 2]])]
-    with pytest.raises(UserError, match="top detections differ"):
+    boxes = torch.tensor([[[0.0, 0, 10, 10], [5, 5, 8, 8], [1, 1, 2, 2], [3, 3, 4, 4]]])
+    scores = torch.tensor([[0.9, 0.5, 0.5, 0.1]])  # the middle two tie: either order is fine
+    classes = torch.tensor([[1, 0, 2, 0]])
+    swapped = [boxes.numpy()[:, [0, 2, 1, 3]], scores.numpy(), classes.numpy()[:, [0, 2, 1, 3]]]
+    assert compare_decoded((boxes, scores, classes), swapped)["compared"] == 3.0  # the K-th is not matched
+    wrong = [boxes.numpy(), scores.numpy(), np.array([[1, 2, 2, 0]])]
+    with pytest.raises(UserError, match=r"^ONNX check failed: detection 1 of image 0 \(class 2, score 0\.5000\) has no"):
         compare_decoded((boxes, scores, classes), wrong)
+    moved = [boxes.numpy() + np.array([0, 0, 0, 0.01]), scores.numpy(), classes.numpy()]
+    with pytest.raises(UserError, match="within 0.001 px"):
+        compare_decoded((boxes, scores, classes), moved)
