@@ -10,14 +10,16 @@ one-line :class:`workflows.errors.UserError` naming the source.
 
 from __future__ import annotations
 
-import json
 import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from workflows.errors import UserError
+
+if TYPE_CHECKING:
+    from centernet.data import CategoryMap
 
 # Where runs keep their checkpoint: `centernet train`, then the demo.
 RUN_CHECKPOINTS = ("checkpoint/checkpoint.pt", "checkpoints/model.pt")
@@ -34,7 +36,7 @@ class ModelSpec:
     head_conv: int | None = None
 
     @property
-    def categories(self):
+    def categories(self) -> CategoryMap:
         from centernet.data import CategoryMap
 
         return CategoryMap.from_dict(self.classes)
@@ -110,8 +112,11 @@ def load_checkpoint_model(path: str | Path, where: str | None = None) -> tuple[A
     spec = model_spec(ckpt.get("extra") or {}, where)
     try:
         model = build_model(spec.arch, len(spec.classes["category_ids"]), head_conv=spec.head_conv)
+    except ValueError as exc:  # an architecture this code does not know
+        raise UserError(f"{where}: {exc}") from None
+    try:
         model.load_state_dict(ckpt["state_dict"])
-    except (ValueError, RuntimeError) as exc:
+    except RuntimeError as exc:
         raise UserError(f"{where}: weights do not fit {spec.arch} with {len(spec.classes['category_ids'])} "
                         f"classes ({str(exc).splitlines()[0][:160]})") from None
     return model.eval(), spec, ckpt
@@ -215,7 +220,3 @@ def resolve_model(source: str, *, tracking_uri: str | None = None, cwd: str | Pa
     model, spec, _ = load_checkpoint_model(path, text)
     return LoadedModel(model, spec, text)
 
-
-def spec_json(spec: ModelSpec) -> str:
-    """The spec as the JSON a registered model carries (``model_info.json``)."""
-    return json.dumps(spec.to_dict(), indent=2)

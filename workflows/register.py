@@ -11,6 +11,7 @@ beats the current champion's on the same validation data (same val data hash), o
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import tempfile
@@ -141,13 +142,12 @@ def stage_model(model: Any, spec: Any, checkpoint: dict[str, Any], folder: Path)
     import centernet
     from centernet.checkpoint import save_checkpoint
     from workflows import pyfunc_model
-    from workflows.model_source import spec_json
 
     folder.mkdir(parents=True, exist_ok=True)
     weights = save_checkpoint(folder / "checkpoint.pt", model, epoch=int(checkpoint.get("epoch", 0)),
                               extra=dict(checkpoint.get("extra") or {}))
     info = folder / "model_info.json"
-    info.write_text(spec_json(spec))
+    info.write_text(json.dumps(spec.to_dict(), indent=2))
     code = folder / "code"
     shutil.copytree(Path(centernet.__file__).parent, code / "centernet",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))

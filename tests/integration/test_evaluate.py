@@ -75,3 +75,18 @@ def test_multiscale_evaluation(trained_detector, tmp_path):
     one, plain = (json.loads((tmp_path / f).read_text())["metrics"] for f in ("one.json", "plain.json"))
     assert one == pytest.approx(plain, abs=1e-12)  # one scale, no NMS: the single-scale path's numbers
     assert plain["AP50"] >= 0.9
+
+
+def test_evaluate_on_precomputed_shards_equals_the_coco_directory(trained_detector, ray_local, tmp_path):
+    from pipeline.precompute import precompute
+    from pipeline.schema import PrecomputeSettings
+
+    data = trained_detector.data
+    precompute(data.images_dir, data.annotations, tmp_path / "shards",
+               PrecomputeSettings(input_size=64, augment=False), chunk_size=4, progress=False)
+    args = ["--model", str(trained_detector.strong)]
+    _evaluate([*args, "--data", str(tmp_path / "shards"), "--out", str(tmp_path / "shards.json")], {})
+    _evaluate([*args, "--data", str(data.images_dir.parent), "--out", str(tmp_path / "coco.json")], {})
+    shards, coco = (json.loads((tmp_path / f).read_text()) for f in ("shards.json", "coco.json"))
+    assert shards["images"] == 6 and shards["metrics"] == pytest.approx(coco["metrics"], abs=1e-12)
+    assert shards["data_hash"] != coco["data_hash"]  # the manifest's hash vs the annotation file's
