@@ -67,7 +67,8 @@ def compare_decoded(reference: tuple[Any, ...], got: list[np.ndarray], *, score_
     o_boxes, o_scores, o_classes = got
     score_diff = float(np.abs(scores - o_scores).max())
     if not score_diff <= score_tolerance:
-        raise UserError(f"ONNX check failed: top-K scores differ from PyTorch by {score_diff:.3g} > {score_tolerance:g}")
+        raise UserError(f"ONNX check failed: top-K scores differ from PyTorch by {score_diff:.3g} > "
+                        f"{score_tolerance:g}")
     box_diff, matched = 0.0, 0
     for b in range(scores.shape[0]):
         cut = scores[b, -1] + score_tolerance

@@ -1,6 +1,7 @@
 """One resolver for "which model": a checkpoint file (a path, or a URI such as ``s3://...``),
-``runs:/RUN_ID[/PATH]``, ``models:/NAME/VERSION`` or ``models:/NAME@ALIAS`` -> the network (weights loaded, eval mode), its class map (the dataset's
-own category ids and names), architecture and input size.
+``runs:/RUN_ID[/PATH]``, ``models:/NAME/VERSION`` or ``models:/NAME@ALIAS`` -> the network (weights
+loaded, eval mode), its class map (the dataset's own category ids and names), architecture and
+input size.
 
 Checkpoints are ``centernet.checkpoint`` files: a training run's ``checkpoint/checkpoint.pt``
 artifact, the demo's ``model.pt``, or the copy a registered model version carries. Every failure
@@ -104,7 +105,7 @@ def load_checkpoint_model(path: str | Path, where: str | None = None) -> tuple[A
         ckpt = load_checkpoint_file(path)
     except FileNotFoundError:
         raise UserError(f"{where}: no such checkpoint file") from None
-    except Exception as exc:  # noqa: BLE001 - torch.load fails in many ways (pickle, zip, key errors) on non-checkpoints
+    except Exception as exc:  # noqa: BLE001 - torch.load fails in many ways (pickle, zip, keys) on other files
         detail = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
         raise UserError(f"{where}: not a PyTorch checkpoint ({detail})") from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), Mapping):
@@ -195,8 +196,8 @@ def resolve_model(source: str, *, tracking_uri: str | None = None, cwd: str | Pa
         name, version, alias = parse_models_uri(text)
         uri, client = store_client(tracking_uri)
         mv = get_model_version(client, uri, name, version=version, alias=alias)
-        model_id = getattr(mv, "model_id", None) or (mv.source[len("models:/"):] if str(mv.source).startswith("models:/m-")
-                                                      else None)
+        source_id = mv.source[len("models:/"):] if str(mv.source).startswith("models:/m-") else None
+        model_id = getattr(mv, "model_id", None) or source_id
         ref = ModelVersionRef(name, str(mv.version), mv.run_id or None, model_id)
         with tempfile.TemporaryDirectory(prefix="centernet-model-") as tmp:
             path = download_version_checkpoint(client, ref, tmp)

@@ -180,7 +180,8 @@ def predict_images(
                     name = _display(paths[index], base)
                     results += [{**r, "file_name": name} for r in named_results(det, ids[index], categories, threshold)]
                     if draw:
-                        picture = draw_detections(batch["original"][i], det, categories.names, score_threshold=threshold)
+                        picture = draw_detections(batch["original"][i], det, categories.names,
+                                                  score_threshold=threshold)
                         cv2.imwrite(str(out / DRAWN_DIR / drawn[index]), picture)
                 done += len(keep)
             bar.update(len(batch["ok"]))

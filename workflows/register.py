@@ -224,8 +224,8 @@ def log_model(tracking_uri: str, run: Any, staged: dict[str, Any], input_size: t
         logged = mlflow.initialize_logged_model(name=MODEL_NAME_IN_RUN, source_run_id=run.info.run_id,
                                                 experiment_id=run.info.experiment_id)
         # Model.log is what mlflow.pyfunc.log_model calls; it alone takes the run to link the model to
-        Model.log(artifact_path=None, name=MODEL_NAME_IN_RUN, flavor=mlflow.pyfunc, run_id=run.info.run_id, model_id=logged.model_id,
-                  signature=model_signature(), input_example=input_example(input_size),
+        Model.log(artifact_path=None, name=MODEL_NAME_IN_RUN, flavor=mlflow.pyfunc, run_id=run.info.run_id,
+                  model_id=logged.model_id, signature=model_signature(), input_example=input_example(input_size),
                   pip_requirements=pip_requirements(), **staged)
     return logged.model_id
 

@@ -104,7 +104,7 @@ class Registry:
 
 
 @pytest.fixture(scope="session")
-def registry(tmp_path_factory, trained_detector) -> Registry:
+def shapes_registry(tmp_path_factory, trained_detector) -> Registry:
     from workflows.register import register_run
 
     uri = f"sqlite:///{tmp_path_factory.mktemp('registry') / 'mlruns.db'}"

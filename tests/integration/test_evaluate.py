@@ -18,7 +18,7 @@ def _evaluate(args: list[str], env: dict[str, str]):
     return result
 
 
-def test_evaluate_matches_evaluate_model_and_logs_a_registered_run(registry, trained_detector, tmp_path):
+def test_evaluate_matches_evaluate_model_and_logs_a_registered_run(shapes_registry, trained_detector, tmp_path):
     import torch
     from mlflow.tracking import MlflowClient
 
@@ -29,8 +29,8 @@ def test_evaluate_matches_evaluate_model_and_logs_a_registered_run(registry, tra
 
     data = trained_detector.data
     root = data.images_dir.parent  # a COCO directory: images/ + annotations.json
-    env = {"MLFLOW_TRACKING_URI": registry.tracking_uri}
-    result = _evaluate(["--model", f"models:/{registry.name}@champion", "--data", str(root),
+    env = {"MLFLOW_TRACKING_URI": shapes_registry.tracking_uri}
+    result = _evaluate(["--model", f"models:/{shapes_registry.name}@champion", "--data", str(root),
                         "--out", str(tmp_path / "eval.json")], env)
     report = json.loads((tmp_path / "eval.json").read_text())
     metrics = report["metrics"]
@@ -51,11 +51,11 @@ def test_evaluate_matches_evaluate_model_and_logs_a_registered_run(registry, tra
     assert json.loads((tmp_path / "eval2.json").read_text())["metrics"] == pytest.approx(metrics, abs=1e-12)
 
     # the registered model's evaluation is an MLflow run linked to the version
-    client = MlflowClient(registry.tracking_uri)
-    version = client.get_model_version(registry.name, "1")
+    client = MlflowClient(shapes_registry.tracking_uri)
+    version = client.get_model_version(shapes_registry.name, "1")
     run = client.get_run(version.tags["last_evaluation_run"])
     assert run.data.tags["centernet.kind"] == "evaluation" and run.data.tags["model_version"] == "1"
-    assert run.data.tags["model_uri"] == f"models:/{registry.name}/1"
+    assert run.data.tags["model_uri"] == f"models:/{shapes_registry.name}/1"
     assert run.data.metrics["eval/AP50"] == pytest.approx(metrics["AP50"])
     assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["eval.json"]
 

@@ -35,11 +35,11 @@ def _predict(args: list[str], env: dict[str, str]):
     return CliRunner().invoke(build_app(), ["predict", *args], env=env)
 
 
-def test_checkpoint_run_and_champion_give_identical_detections(registry, trained_detector, images, tmp_path):
-    env = {"MLFLOW_TRACKING_URI": registry.tracking_uri}
+def test_checkpoint_run_and_champion_give_identical_detections(shapes_registry, trained_detector, images, tmp_path):
+    env = {"MLFLOW_TRACKING_URI": shapes_registry.tracking_uri}
     outputs = {}
-    for name, source in (("file", str(trained_detector.strong)), ("run", f"runs:/{registry.run_id}"),
-                         ("champion", f"models:/{registry.name}@champion")):
+    for name, source in (("file", str(trained_detector.strong)), ("run", f"runs:/{shapes_registry.run_id}"),
+                         ("champion", f"models:/{shapes_registry.name}@champion")):
         result = _predict(["--model", source, "--images", str(images), "--out", str(tmp_path / name),
                            "--threshold", "0.3", "--workers", "0"], env)
         assert result.exit_code == 0, result.output
@@ -65,15 +65,16 @@ def test_checkpoint_run_and_champion_give_identical_detections(registry, trained
     assert {d["file_name"] for d in dets} <= {p.name for p in images.iterdir()} | {str(p) for p in images.iterdir()}
 
 
-def test_bad_input_is_a_one_line_error(registry, trained_detector, images, tmp_path):
-    env = {"MLFLOW_TRACKING_URI": registry.tracking_uri}
+def test_bad_input_is_a_one_line_error(shapes_registry, trained_detector, images, tmp_path):
+    env = {"MLFLOW_TRACKING_URI": shapes_registry.tracking_uri}
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "notes.txt").write_text("no images here")
+    name = shapes_registry.name
     cases = {
-        "models:/nope@champion": f"no registered model named 'nope' in {registry.tracking_uri}",
-        f"models:/{registry.name}@best": f"registered model '{registry.name}' has no alias 'best' (aliases: champion)",
-        f"models:/{registry.name}/9": f"registered model '{registry.name}' has no version '9' (versions: 1",
+        "models:/nope@champion": f"no registered model named 'nope' in {shapes_registry.tracking_uri}",
+        f"models:/{name}@best": f"registered model '{name}' has no alias 'best' (aliases: champion)",
+        f"models:/{name}/9": f"registered model '{name}' has no version '9' (versions: 1",
     }
     for source, message in cases.items():
         result = _predict(["--model", source, "--images", str(images), "--out", str(tmp_path / "o")], env)

@@ -23,12 +23,12 @@ from workflows.register import CHAMPION_ALIAS, register_run
 CLI = str(Path(sys.executable).with_name("centernet"))
 
 
-def test_better_run_becomes_champion_and_worse_one_does_not(registry, trained_detector, make_train_run):
+def test_better_run_becomes_champion_and_worse_one_does_not(shapes_registry, trained_detector, make_train_run):
     from mlflow.tracking import MlflowClient
 
     td = trained_detector
     assert td.strong_ap > td.weak_ap + 0.1, (td.strong_ap, td.weak_ap)
-    uri = registry.tracking_uri
+    uri = shapes_registry.tracking_uri
     weak = make_train_run(uri, td.weak, val_ap=td.weak_ap, val_data_hash=td.data_hash,
                           tags={"centernet.tune_parent": "tune-parent-run"})
     result = CliRunner().invoke(build_app(), ["register", "--run", weak, "--name", "shapes"],
@@ -50,8 +50,8 @@ def test_better_run_becomes_champion_and_worse_one_does_not(registry, trained_de
 
     first = register_run(weak, "ranked", tracking_uri=uri)
     with fluent_tracking_uri(uri), mlflow.start_run(run_name="tune-driver") as driver:
-        better = register_run(registry.run_id, "ranked", tracking_uri=uri)
-    outputs = client.get_run(registry.run_id).outputs.model_outputs
+        better = register_run(shapes_registry.run_id, "ranked", tracking_uri=uri)
+    outputs = client.get_run(shapes_registry.run_id).outputs.model_outputs
     assert better.model_id in {o.model_id for o in outputs}
     assert not (client.get_run(driver.info.run_id).outputs and client.get_run(driver.info.run_id).outputs.model_outputs)
     assert first.champion and first.reason == "no champion yet"
@@ -60,7 +60,7 @@ def test_better_run_becomes_champion_and_worse_one_does_not(registry, trained_de
     assert str(client.get_model_version_by_alias("ranked", CHAMPION_ALIAS).version) == better.version == "2"
 
 
-def test_champion_pyfunc_predicts_what_the_checkpoint_predicts(registry, trained_detector, monkeypatch):
+def test_champion_pyfunc_predicts_what_the_checkpoint_predicts(shapes_registry, trained_detector):
     import mlflow.pyfunc
 
     from centernet.detect import detect_images, named_results
@@ -70,8 +70,8 @@ def test_champion_pyfunc_predicts_what_the_checkpoint_predicts(registry, trained
     files = sorted(Path(trained_detector.data.images_dir).iterdir())[:3]
     frame = pd.DataFrame({"image": [base64.b64encode(f.read_bytes()).decode() for f in files],
                           "image_id": [11, 12, 13]})
-    with fluent_tracking_uri(registry.tracking_uri):
-        served = mlflow.pyfunc.load_model(f"models:/{registry.name}@{CHAMPION_ALIAS}")
+    with fluent_tracking_uri(shapes_registry.tracking_uri):
+        served = mlflow.pyfunc.load_model(f"models:/{shapes_registry.name}@{CHAMPION_ALIAS}")
         got = served.predict(frame, params={"threshold": 0.1})
         as_arrays = served.predict({"image": [cv2.imread(str(f)) for f in files], "image_id": [11, 12, 13]},
                                    params={"threshold": 0.1})
@@ -82,24 +82,24 @@ def test_champion_pyfunc_predicts_what_the_checkpoint_predicts(registry, trained
     assert {r["category_id"] for r in want} <= {2, 7, 90} and len(want) >= 3  # the dataset's own ids
 
 
-def test_registering_from_a_store_without_the_run_fails_in_one_line(registry, tmp_path):
+def test_registering_from_a_store_without_the_run_fails_in_one_line(shapes_registry, tmp_path):
     from mlflow.tracking import MlflowClient
 
     other = f"sqlite:///{tmp_path / 'other.db'}"
     MlflowClient(other).search_experiments()  # creates the (empty) second store
     with pytest.raises(UserError) as info:
-        register_run(registry.run_id, "shapes", tracking_uri=other)
+        register_run(shapes_registry.run_id, "shapes", tracking_uri=other)
     message = str(info.value)
-    assert message == (f"run {registry.run_id!r} not found in the MLflow store {other}; check the run id or set "
+    assert message == (f"run {shapes_registry.run_id!r} not found in the MLflow store {other}; check the run id or set "
                        "MLFLOW_TRACKING_URI to the store that holds it")
     assert "\n" not in message
 
 
-def test_unknown_run_id_is_a_one_line_error_and_nonzero_exit(registry):
-    env = {**os.environ, "MLFLOW_TRACKING_URI": registry.tracking_uri}
+def test_unknown_run_id_is_a_one_line_error_and_nonzero_exit(shapes_registry):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": shapes_registry.tracking_uri}
     result = CliRunner().invoke(build_app(), ["register", "--run", "0123456789abcdef", "--name", "shapes"], env=env)
     assert result.exit_code != 0 and isinstance(result.exception, UserError)
-    assert str(result.exception) == (f"run '0123456789abcdef' not found in the MLflow store {registry.tracking_uri}; "
+    assert str(result.exception) == (f"run '0123456789abcdef' not found in the MLflow store {shapes_registry.tracking_uri}; "
                                      "check the run id or set MLFLOW_TRACKING_URI to the store that holds it")
     proc = subprocess.run([CLI, "register", "--run", "0123456789abcdef", "--name", "shapes"], env=env,
                           capture_output=True, text=True, timeout=300)

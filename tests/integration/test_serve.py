@@ -36,15 +36,15 @@ def _post(url: str, body: dict) -> dict:
 
 
 @pytest.fixture
-def server(registry, tmp_path):
+def server(shapes_registry, tmp_path):
     """The champion served by `mlflow models serve --env-manager local` on 127.0.0.1:<free port>."""
     port = _free_port()
     log = open(tmp_path / "serve.log", "w")
     bin_dir = Path(sys.executable).parent  # the server execs `uvicorn` from PATH
-    env = {**os.environ, "MLFLOW_TRACKING_URI": registry.tracking_uri,
+    env = {**os.environ, "MLFLOW_TRACKING_URI": shapes_registry.tracking_uri,
            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
     proc = subprocess.Popen([str(bin_dir / "mlflow"), "models", "serve", "-m",
-                             f"models:/{registry.name}@champion", "--env-manager", "local", "-h", "127.0.0.1",
+                             f"models:/{shapes_registry.name}@champion", "--env-manager", "local", "-h", "127.0.0.1",
                              "-p", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
                             start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -52,7 +52,8 @@ def server(registry, tmp_path):
         deadline = time.monotonic() + 300
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"mlflow models serve exited ({proc.returncode}): {(tmp_path / 'serve.log').read_text()[-3000:]}")
+                log_text = (tmp_path / "serve.log").read_text()[-3000:]
+                pytest.fail(f"mlflow models serve exited ({proc.returncode}): {log_text}")
             try:
                 with urllib.request.urlopen(f"{url}/ping", timeout=5) as r:
                     if r.status == 200:
@@ -73,7 +74,7 @@ def server(registry, tmp_path):
         log.close()
 
 
-def test_served_champion_answers_two_images_like_predict(server, registry, trained_detector, tmp_path):
+def test_served_champion_answers_two_images_like_predict(server, shapes_registry, trained_detector, tmp_path):
     files = sorted(Path(trained_detector.data.images_dir).iterdir())[:2]
     encoded = [base64.b64encode(f.read_bytes()).decode() for f in files]
     ids = [int(f.stem) for f in files]
@@ -82,7 +83,7 @@ def test_served_champion_answers_two_images_like_predict(server, registry, train
         "params": {"threshold": 0.3}})
     inputs = _post(f"{server}/invocations", {"inputs": {"image": encoded, "image_id": ids}})  # default threshold 0.3
 
-    loaded = resolve_model(f"models:/{registry.name}@champion", tracking_uri=registry.tracking_uri)
+    loaded = resolve_model(f"models:/{shapes_registry.name}@champion", tracking_uri=shapes_registry.tracking_uri)
     result = predict_images(loaded, files, tmp_path / "out", threshold=0.3, batch_size=2, draw=False)
     expected = [{k: v for k, v in d.items() if k != "file_name"}
                 for d in json.loads(result.detections_path.read_text())]

@@ -42,7 +42,8 @@ def test_model_spec_reads_train_and_demo_checkpoints():
     assert lead.input_size == (256, 320)  # extra["input_size"] wins over the config's
     demo = model_spec({"arch": "resnet18", "classes": CLASSES, "input_size": [128, 128]}, "demo")
     assert demo.categories.category_ids == (2, 7, 90)
-    with pytest.raises(UserError, match=r"^ck\.pt: not a CenterNet checkpoint of this project \(extra lacks arch, input_size\)$"):
+    with pytest.raises(UserError, match=r"^ck\.pt: not a CenterNet checkpoint of this project "
+                                        r"\(extra lacks arch, input_size\)$"):
         model_spec({"classes": CLASSES}, "ck.pt")
 
 
