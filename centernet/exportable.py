@@ -11,21 +11,21 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from centernet.decode import decode
-from centernet.inference import final_stack
 
 HEAD_NAMES = ("hm", "wh", "reg")
 DECODED_NAMES = ("boxes", "scores", "classes")
 
 
 class HeadOutputs(nn.Module):
-    """x ``[B, 3, H, W]`` -> (hm logits ``[B, C, H/4, W/4]``, wh ``[B, 2, ...]``, reg ``[B, 2, ...]``)."""
+    """x ``[B, 3, H, W]`` -> (hm logits ``[B, C, H/4, W/4]``, wh ``[B, 2, ...]``, reg ``[B, 2, ...]``)
+    of the last stack."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        out = final_stack(self.model(x))
+        out = self.model(x)[-1]  # the last stack's heads
         return out["hm"], out["wh"], out["reg"]
 
 
@@ -40,6 +40,6 @@ class DecodedOutputs(nn.Module):
         self.down_ratio = int(down_ratio)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        out = final_stack(self.model(x))
+        out = self.model(x)[-1]
         dets = decode(out["hm"], out["wh"], out["reg"], k=self.k)  # [B, K, 6] output-map px
         return dets[..., :4] * self.down_ratio, dets[..., 4], dets[..., 5].long()

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from centernet.data import CategoryMap
 from centernet.decode import boxes_to_original, to_coco_results
 from centernet.inference import predict
-from centernet.transforms import normalize_batch
+from centernet.transforms import INPUT_SIZE_MULTIPLE, normalize_batch
 
 SOFT_NMS_METHODS = ("hard", "linear", "gaussian")
 
@@ -101,7 +101,8 @@ def scaled_input_size(input_hw: tuple[int, int], scale: float) -> tuple[int, int
     """(H, W) of the network input at ``scale``: ``scale`` x the size, rounded up to a multiple of 32."""
     if not scale > 0:
         raise ValueError(f"test scales must be > 0, got {scale!r}")
-    return tuple(max(32, math.ceil(side * scale / 32) * 32) for side in input_hw)  # type: ignore[return-value]
+    m = INPUT_SIZE_MULTIPLE
+    return tuple(max(m, math.ceil(side * scale / m) * m) for side in input_hw)  # type: ignore[return-value]
 
 
 def to_base_output_pixels(dets: np.ndarray, scaled_hw: tuple[int, int], base_hw: tuple[int, int],

@@ -82,8 +82,9 @@ def shard_or_coco_data(loaded: LoadedModel, data: str, *, batch_size: int, loade
                        input_size: tuple[int, int] | None = None, cwd: str | Path | None = None) -> EvaluationData:
     """``--data``: shards or a COCO directory, through ``pipeline.loader`` like training's validation."""
     from pipeline.loader import describe_data, make_loader
+    from workflows.user_paths import resolve_user_path
 
-    path = data if "://" in data or Path(data).is_absolute() else str(Path(cwd or Path.cwd()) / data)
+    path = resolve_user_path(data, option="--data", cwd=cwd)
     size = input_size or loaded.spec.input_size
     try:
         info = describe_data(path, input_size=size[0])
@@ -105,12 +106,15 @@ def image_folder_data(loaded: LoadedModel, images: str, annotations: str, *, bat
 
     from torch.utils.data import DataLoader
 
+    from centernet.batch import collate_samples
     from centernet.data import read_coco
     from centernet.dataset import CocoSampleDataset
     from centernet.sample import SampleConfig
 
-    base = Path(cwd or Path.cwd())
-    images_dir, ann = base / images, base / annotations
+    from workflows.user_paths import resolve_user_path
+
+    images_dir = Path(resolve_user_path(images, option="--images", cwd=cwd))
+    ann = Path(resolve_user_path(annotations, option="--annotations", cwd=cwd))
     if not images_dir.is_dir():
         raise UserError(f"--images {images}: no such directory (resolved to {images_dir})")
     try:
@@ -123,7 +127,7 @@ def image_folder_data(loaded: LoadedModel, images: str, annotations: str, *, bat
         raise UserError(f"--images {images}: {len(missing)} image(s) of {annotations} are missing, e.g. {missing[0]}")
     size = input_size or loaded.spec.input_size
     dataset = CocoSampleDataset(images_dir, coco, SampleConfig(input_size=size))
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=loader_workers)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=loader_workers, collate_fn=collate_samples)
     digest = hashlib.sha256(ann.read_bytes()).hexdigest()[:16]
     return EvaluationData(loader, str(ann), f"{images_dir} + {ann}", digest, len(coco.images))
 

@@ -91,12 +91,16 @@ def resolve_device(device: str) -> Any:
     return torch.device(device)
 
 
-def check_input_size(size: int | None, default: tuple[int, int]) -> tuple[int, int]:
+def input_size_option(size: int | None, default: tuple[int, int]) -> tuple[int, int]:
     """``--input-size S`` -> (S, S), else the model's own; ``UserError`` unless a multiple of 32."""
+    from centernet.transforms import check_input_size
+
     if size is None:
         return default
-    if size < 32 or size % 32:
-        raise UserError(f"--input-size {size}: must be a positive multiple of 32 (e.g. 512)")
+    try:
+        check_input_size(size, "--input-size")
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     return size, size
 
 

@@ -42,6 +42,7 @@ def trained_detector(tmp_path_factory) -> TrainedDetector:
 
     import torch
 
+    from centernet.batch import collate_samples
     from centernet.dataset import CocoSampleDataset
     from centernet.engine import make_optimizer, train_epoch
     from centernet.inference import evaluate_model
@@ -54,7 +55,7 @@ def trained_detector(tmp_path_factory) -> TrainedDetector:
     data = make_synthetic_coco(root / "data", 6, seed=5, image_size=(64, 80), object_size=(24, 40),
                                objects_per_image=(1, 1), category_ids=CATEGORY_IDS)
     dataset = CocoSampleDataset(data.images_dir, data.annotations, SampleConfig(input_size=(INPUT_SIZE, INPUT_SIZE)))
-    batch = {k: v for k, v in next(iter(torch.utils.data.DataLoader(dataset, batch_size=len(dataset)))).items()}
+    batch = next(iter(torch.utils.data.DataLoader(dataset, batch_size=len(dataset), collate_fn=collate_samples)))
     torch.manual_seed(0)
     model = build_model("resnet18", dataset.num_classes)
     optimizer = make_optimizer(model, 3e-3)

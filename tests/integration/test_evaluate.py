@@ -22,6 +22,7 @@ def test_evaluate_matches_evaluate_model_and_logs_a_registered_run(shapes_regist
     import torch
     from mlflow.tracking import MlflowClient
 
+    from centernet.batch import collate_samples
     from centernet.dataset import CocoSampleDataset
     from centernet.inference import evaluate_model
     from centernet.sample import SampleConfig
@@ -41,7 +42,8 @@ def test_evaluate_matches_evaluate_model_and_logs_a_registered_run(shapes_regist
 
     loaded = resolve_model(str(trained_detector.strong))
     dataset = CocoSampleDataset(data.images_dir, data.annotations, SampleConfig(input_size=loaded.spec.input_size))
-    direct, _ = evaluate_model(loaded.model, torch.utils.data.DataLoader(dataset, batch_size=8),
+    loader = torch.utils.data.DataLoader(dataset, batch_size=8, collate_fn=collate_samples)
+    direct, _ = evaluate_model(loaded.model, loader,
                                str(data.annotations), loaded.spec.categories)
     assert metrics == pytest.approx(direct.as_dict(), abs=1e-12)
 
@@ -83,7 +85,7 @@ def test_evaluate_on_precomputed_shards_equals_the_coco_directory(trained_detect
 
     data = trained_detector.data
     precompute(data.images_dir, data.annotations, tmp_path / "shards",
-               PrecomputeSettings(input_size=64, augment=False), chunk_size=4, progress=False)
+               PrecomputeSettings.of(input_size=64, augment=False), chunk_size=4, progress=False)
     args = ["--model", str(trained_detector.strong)]
     _evaluate([*args, "--data", str(tmp_path / "shards"), "--out", str(tmp_path / "shards.json")], {})
     _evaluate([*args, "--data", str(data.images_dir.parent), "--out", str(tmp_path / "coco.json")], {})

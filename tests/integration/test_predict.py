@@ -85,6 +85,9 @@ def test_bad_input_is_a_one_line_error(shapes_registry, trained_detector, images
     assert str(result.exception).startswith(f"--images {empty}: no image files (.jpg")
     result = _predict(["--model", str(trained_detector.strong), "--images", str(images), "--threshold", "2"], env)
     assert isinstance(result.exception, UserError) and str(result.exception) == "--threshold 2.0: must be between 0 and 1"
+    # the console script: one line on stderr, exit status 2
     proc = subprocess.run([CLI, "predict", "--model", "models:/nope@champion", "--images", str(images)],
                           env={**os.environ, **env}, capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert proc.returncode != 0 and "no registered model named 'nope'" in proc.stderr
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"error: {cases['models:/nope@champion']} (register one with "
+                                                "`centernet register --run RUN_ID --name NAME`)"]

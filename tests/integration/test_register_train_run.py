@@ -28,12 +28,12 @@ def test_train_register_predict(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     train = subprocess.run(
-        [CLI, "train", "--data", coco_dir, "--val-data", coco_dir, "--arch", "resnet18", "--epochs", "1",
-         "--batch-size", "4", "--input-size", "64", "--workers", "1", "--loader-workers", "0", "--lr", "1e-3",
-         "--storage-path", str(tmp_path / "results"), "--name", "e2e", "--no-progress"],
+        [CLI, "train", "--data", coco_dir, "--val-data", coco_dir, "--arch", "resnet18", "--pretrained", "none",
+         "--epochs", "1", "--batch-size", "4", "--input-size", "64", "--workers", "1", "--loader-workers", "0",
+         "--lr", "1e-3", "--storage-path", str(tmp_path / "results"), "--name", "e2e", "--no-progress"],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=540)
     assert train.returncode == 0, train.stderr[-4000:]
-    run_id = re.search(r"mlflow run: (\w+)", train.stdout).group(1)
+    run_id = re.search(r"mlflow: +run (\w+)", train.stdout).group(1)
 
     registration = register_run(run_id, "e2e", tracking_uri=uri)
     assert registration.champion and registration.val_ap is not None and 0.0 <= registration.val_ap <= 1.0
@@ -44,7 +44,9 @@ def test_train_register_predict(tmp_path):
     run = client.get_run(run_id)
     version = client.get_model_version("e2e", registration.version)
     assert version.run_id == run_id and version.tags["arch"] == "resnet18"
+    assert run.data.tags["centernet.kind"] == "train"
     assert version.tags["data_hash"] == run.data.tags["data_hash"]
+    assert version.tags["val_data_hash"] == run.data.tags["val_data_hash"] != ""
     assert float(version.tags["val_AP"]) == pytest.approx(run.data.metrics["val/AP"])
 
     loaded = resolve_model("models:/e2e@champion", tracking_uri=uri)

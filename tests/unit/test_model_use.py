@@ -14,7 +14,7 @@ from workflows.errors import UserError
 from workflows.evaluate import metrics_table, parse_scales
 from workflows.export import compare_decoded, compare_heads
 from workflows.model_source import load_checkpoint_model, model_spec, parse_models_uri, resolve_model
-from workflows.predict import check_input_size, collect_images, image_ids
+from workflows.predict import collect_images, image_ids, input_size_option
 from workflows.register import Candidate, champion_decision
 
 CLASSES = {"category_ids": [2, 7, 90], "names": ["square", "circle", "triangle"]}
@@ -94,9 +94,9 @@ def test_collect_images_files_folders_globs(tmp_path):
         collect_images(["a/*.gif"], cwd=tmp_path)
     with pytest.raises(UserError, match=r"^--images nope: no such file or directory"):
         collect_images(["nope"], cwd=tmp_path)
-    assert check_input_size(None, (64, 96)) == (64, 96) and check_input_size(128, (64, 64)) == (128, 128)
-    with pytest.raises(UserError, match=r"^--input-size 100: must be a positive multiple of 32"):
-        check_input_size(100, (64, 64))
+    assert input_size_option(None, (64, 96)) == (64, 96) and input_size_option(128, (64, 64)) == (128, 128)
+    with pytest.raises(UserError, match=r"^--input-size must be a positive multiple of 32 \(e\.g\. 512\), got 100$"):
+        input_size_option(100, (64, 64))
 
 
 def test_parse_scales_and_metrics_table():

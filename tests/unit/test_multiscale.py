@@ -101,7 +101,7 @@ class PerfectHeads(torch.nn.Module):
         super().__init__()
         self.boxes, self.classes, self.base_hw = boxes, classes, base_hw
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         h, w = x.shape[2:]
         inp = self.boxes * 4  # base input px
         inp[:, [0, 2]] = (inp[:, [0, 2]] + 0.5) * (w / self.base_hw[1]) - 0.5
@@ -113,7 +113,7 @@ class PerfectHeads(torch.nn.Module):
         ind = torch.from_numpy(t["ind"])[m]
         wh[0, :, ind] = torch.from_numpy(t["wh"])[m].T
         reg[0, :, ind] = torch.from_numpy(t["reg"])[m].T
-        return {"hm": hm, "wh": wh.view(1, 2, h // 4, w // 4), "reg": reg.view(1, 2, h // 4, w // 4)}
+        return [{"hm": hm, "wh": wh.view(1, 2, h // 4, w // 4), "reg": reg.view(1, 2, h // 4, w // 4)}]
 
 
 def test_multiscale_merge_of_perfect_heads_recovers_every_box():

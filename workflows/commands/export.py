@@ -3,8 +3,9 @@
 Input `images` [B, 3, H, W] float32 (BGR, normalised with the COCO mean/std, letterboxed); outputs hm (logits), wh, reg at H/4 x W/4, or with --with-decode boxes [B, K, 4] (x1 y1 x2 y2, input pixels), scores [B, K] and classes [B, K] (contiguous class indices: the model's class map gives the dataset ids). Opset 18 (GridSample), so ResDCN and DLA-34 with deformable convolutions export too. The check fails the command when the heads differ by more than 1e-4 (or, with --with-decode, the top detections differ). A models:/ source's ONNX file is also logged as an artifact of that version's run.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: workflows.cli.with_verbose_option re-signs the command
+# with inspect.signature(fn), which keeps string annotations, and typer then misreads bool and
+# list options ("Input should be a valid boolean").
 from pathlib import Path
 
 import typer
@@ -33,10 +34,10 @@ def command(
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from workflows.export import export_onnx
     from workflows.model_source import resolve_model
-    from workflows.predict import check_input_size
+    from workflows.predict import input_size_option
 
     loaded = resolve_model(model)
-    size = check_input_size(input_size, loaded.spec.input_size)
+    size = input_size_option(input_size, loaded.spec.input_size)
     result = export_onnx(loaded, out, input_size=size, dynamic_batch=dynamic_batch, with_decode=with_decode, k=top_k)
     diffs = ", ".join(f"{k} {v:.2g}" for k, v in result.max_abs_diff.items())
     typer.echo(f"exported {loaded.spec.arch} at {size[0]}x{size[1]} -> {result.path} ({result.seconds:.1f} s); "

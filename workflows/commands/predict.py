@@ -3,8 +3,9 @@
 --model is a checkpoint file, runs:/RUN_ID, models:/NAME/VERSION or models:/NAME@ALIAS (looked up in $MLFLOW_TRACKING_URI, else sqlite:///mlruns.db here). --images takes files, folders (their .jpg/.jpeg/.png/.bmp/.tif/.tiff/.webp files) and globs ("**" recurses), relative to the working directory. Output in --out: detections.json (image_id, category_id — the dataset's own id — category_name, bbox [x, y, w, h] in the image's pixels, score, file_name; image_id is the file name's number when every name is one, as COCO's, else the position 1, 2, ...) and images/ with the boxes drawn. Unreadable images are listed and skipped. On CUDA the forward pass runs in float16 autocast (--no-amp: float32).
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: workflows.cli.with_verbose_option re-signs the command
+# with inspect.signature(fn), which keeps string annotations, and typer then misreads bool and
+# list options ("Input should be a valid boolean").
 from pathlib import Path
 
 import typer
@@ -38,13 +39,13 @@ def command(
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from workflows.errors import UserError
     from workflows.model_source import resolve_model
-    from workflows.predict import check_input_size, collect_images, predict_images
+    from workflows.predict import collect_images, input_size_option, predict_images
 
     if not 0.0 <= threshold <= 1.0:
         raise UserError(f"--threshold {threshold}: must be between 0 and 1")
     paths = collect_images([*images, *(extra or [])])
     loaded = resolve_model(model)
-    size = check_input_size(input_size, loaded.spec.input_size)
+    size = input_size_option(input_size, loaded.spec.input_size)
     result = predict_images(loaded, paths, out, threshold=threshold, flip=flip, input_size=size,
                             batch_size=batch_size, device=device, amp=amp, loader_workers=workers,
                             draw=not no_draw, on_skip=lambda f, why: typer.echo(f"skipped {f}: {why}", err=True))
