@@ -29,6 +29,10 @@ COMMANDS: dict[str, str] = {
     "precompute": "precompute",
     "train": "train",
     "submit": "submit",
+    "register": "register",
+    "predict": "predict",
+    "evaluate": "evaluate",
+    "export": "export",
 }
 
 def with_verbose_option(fn: Callable[..., Any]) -> Callable[..., Any]:
