@@ -38,7 +38,7 @@ COMMANDS: dict[str, str] = {
 def with_verbose_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``fn`` with a ``--verbose/-v`` flag added unless it declares ``verbose`` itself (the CLI
     reads the flag before dispatching, see :func:`main`)."""
-    sig = inspect.signature(fn)
+    sig = inspect.signature(fn, eval_str=True)
     if "verbose" in sig.parameters:
         return fn
 

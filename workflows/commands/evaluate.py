@@ -3,9 +3,8 @@
 --model is a checkpoint file, runs:/RUN_ID, models:/NAME/VERSION or models:/NAME@ALIAS. Data: --data (shards from `centernet precompute --no-augment`, or a COCO directory with images/ and annotations.json) or --images DIR --annotations JSON. --flip averages with the mirrored image; --scales runs the official multi-scale test (each scale's detections merged per class with Gaussian soft-NMS). A models:/ source's result is also logged to MLflow as an evaluation run linked to that model version.
 """
 
-# No `from __future__ import annotations`: workflows.cli.with_verbose_option re-signs the command
-# with inspect.signature(fn), which keeps string annotations, and typer then misreads bool and
-# list options ("Input should be a valid boolean").
+from __future__ import annotations
+
 from pathlib import Path
 
 import typer

@@ -3,9 +3,8 @@
 Input `images` [B, 3, H, W] float32 (BGR, normalised with the COCO mean/std, letterboxed); outputs hm (logits), wh, reg at H/4 x W/4, or with --with-decode boxes [B, K, 4] (x1 y1 x2 y2, input pixels), scores [B, K] and classes [B, K] (contiguous class indices: the model's class map gives the dataset ids). Opset 18 (GridSample), so ResDCN and DLA-34 with deformable convolutions export too. The check fails the command when the heads differ by more than 1e-4 (or, with --with-decode, the top detections differ). A models:/ source's ONNX file is also logged as an artifact of that version's run.
 """
 
-# No `from __future__ import annotations`: workflows.cli.with_verbose_option re-signs the command
-# with inspect.signature(fn), which keeps string annotations, and typer then misreads bool and
-# list options ("Input should be a valid boolean").
+from __future__ import annotations
+
 from pathlib import Path
 
 import typer

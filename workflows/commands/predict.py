@@ -3,9 +3,8 @@
 --model is a checkpoint file, runs:/RUN_ID, models:/NAME/VERSION or models:/NAME@ALIAS (looked up in $MLFLOW_TRACKING_URI, else sqlite:///mlruns.db here). --images takes files, folders (their .jpg/.jpeg/.png/.bmp/.tif/.tiff/.webp files) and globs ("**" recurses), relative to the working directory. Output in --out: detections.json (image_id, category_id — the dataset's own id — category_name, bbox [x, y, w, h] in the image's pixels, score, file_name; image_id is the file name's number when every name is one, as COCO's, else the position 1, 2, ...) and images/ with the boxes drawn. Unreadable images are listed and skipped. On CUDA the forward pass runs in float16 autocast (--no-amp: float32).
 """
 
-# No `from __future__ import annotations`: workflows.cli.with_verbose_option re-signs the command
-# with inspect.signature(fn), which keeps string annotations, and typer then misreads bool and
-# list options ("Input should be a valid boolean").
+from __future__ import annotations
+
 from pathlib import Path
 
 import typer

@@ -3,9 +3,8 @@
 The run's checkpoint is logged as an MLflow model (pyfunc flavour: images in, detections with the dataset's category ids out) and becomes a new version of --name, tagged with arch, val AP, data hashes and source run. The alias `champion` moves to the new version only if its val AP beats the current champion's on the same validation data (same val data hash); --force-alias moves it anyway. Runs are looked up in $MLFLOW_TRACKING_URI, or sqlite:///mlruns.db in the working directory.
 """
 
-# No `from __future__ import annotations`: workflows.cli.with_verbose_option re-signs the command
-# with inspect.signature(fn), which keeps string annotations, and typer then misreads bool and
-# list options ("Input should be a valid boolean").
+from __future__ import annotations
+
 import typer
 
 EXAMPLES = """Examples:
