@@ -247,7 +247,7 @@ def main() -> None:
                  _node_ip_address="127.0.0.1")
         try:
             for fmt, out in shards.items():
-                precompute(images, annotations, out, PrecomputeSettings(input_size=INPUT, image_format=fmt),
+                precompute(images, annotations, out, PrecomputeSettings.of(input_size=INPUT, image_format=fmt),
                            chunk_size=32, progress=False)
         finally:
             ray.shutdown()

@@ -44,7 +44,7 @@ def child_precompute(images: str, annotations: str, out: str, chunk_size: int) -
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         t0 = time.perf_counter()
-        res = precompute(images, annotations, out, PrecomputeSettings(input_size=512), chunk_size=chunk_size,
+        res = precompute(images, annotations, out, PrecomputeSettings.of(input_size=512), chunk_size=chunk_size,
                          progress=False)
         seconds = time.perf_counter() - t0
     finally:

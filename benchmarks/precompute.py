@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--input-size", type=int, default=512)
     args = parser.parse_args()
-    settings = PrecomputeSettings(input_size=args.input_size, views=1)
+    settings = PrecomputeSettings.of(input_size=args.input_size, views=1)
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         with tempfile.TemporaryDirectory() as tmp:

@@ -188,12 +188,12 @@ def main() -> None:
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
         try:
             for fmt, out in shards.items():
-                precompute(images, annotations, out, PrecomputeSettings(input_size=512, image_format=fmt),
+                precompute(images, annotations, out, PrecomputeSettings.of(input_size=512, image_format=fmt),
                            chunk_size=16, progress=False)
             if not args.skip_train:
                 views = max(1, -(-args.steps_128 * BATCH // args.images))  # enough samples for the steps
                 precompute(images, annotations, Path(tmp) / "shards-128",
-                           PrecomputeSettings(input_size=128, views=views), chunk_size=16, progress=False)
+                           PrecomputeSettings.of(input_size=128, views=views), chunk_size=16, progress=False)
         finally:
             ray.shutdown()
         print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; "

@@ -73,7 +73,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="s3bench-") as tmp, service_dir() as services:
         data = make_synthetic_coco(Path(tmp) / "coco", args.images, seed=0, image_size=(360, 480))
         local = Path(tmp) / "shards"
-        settings = PrecomputeSettings(input_size=args.input_size, augment=False, image_format=args.image_format)
+        settings = PrecomputeSettings.of(input_size=args.input_size, augment=False, image_format=args.image_format)
         precompute(data.images_dir, data.annotations, local, settings, chunk_size=args.chunk_size, workers=2,
                    progress=False)
         with s3_server(services) as s3:

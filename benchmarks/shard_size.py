@@ -67,7 +67,7 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             images, annotations = coco_like(Path(tmp) / "data", args.images)
-            settings = PrecomputeSettings(input_size=512, radius_variant=args.radius_variant)
+            settings = PrecomputeSettings.of(input_size=512, radius_variant=args.radius_variant)
             out = Path(tmp) / "shards"
             result = precompute(images, annotations, out, settings, chunk_size=16, progress=False)
             targets, total, n = target_bytes(out)

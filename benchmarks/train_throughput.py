@@ -74,7 +74,7 @@ def main() -> None:
         ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1")
         try:
             precompute(data.images_dir, data.annotations, tmp / "shards",
-                       PrecomputeSettings(input_size=args.input_size), chunk_size=16, progress=False)
+                       PrecomputeSettings.of(input_size=args.input_size), chunk_size=16, progress=False)
             plain = plain_loop(tmp / "shards", args.batch_size, args.epochs)
             one = ray_train(tmp / "shards", args.batch_size, args.epochs, 1, tmp / "results")
             two = ray_train(tmp / "shards", args.batch_size, args.epochs, 2, tmp / "results")

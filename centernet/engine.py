@@ -28,15 +28,6 @@ def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
     return torch.optim.Adam(model.parameters(), lr=lr)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, lr_steps: tuple[int, ...]) -> torch.optim.lr_scheduler.MultiStepLR:
-    """Epoch-stepped x0.1 at each epoch in ``lr_steps``; call ``.step()`` once per epoch.
-
-    Kept for ``workflows/train.py`` until it moves to the per-step
-    :func:`centernet.schedule.make_lr_scheduler` (warmup, fractional milestones, cosine).
-    """
-    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(lr_steps), gamma=0.1)
-
-
 @dataclass(frozen=True)
 class StepResult:
     """One optimisation step: unweighted losses, the weighted total, and whether it was skipped."""

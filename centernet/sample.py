@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from centernet.targets import encode_sparse
+from centernet.config_fields import setting
+from centernet.targets import RADIUS_VARIANTS, encode_sparse
 from centernet.transforms import (
     check_input_size,
     flip_boxes_horizontal,
@@ -26,18 +27,47 @@ from centernet.transforms import (
 
 @dataclass(frozen=True)
 class SampleConfig:
-    """How samples are made: input size (H, W), output stride, encoding and augmentation settings."""
+    """How samples are made: input size (H, W), output stride, encoding and geometric augmentation.
 
-    input_size: tuple[int, int] = (512, 512)
-    down_ratio: int = 4
-    max_objs: int = 128
-    min_overlap: float = 0.7
-    radius_variant: str = "official"
-    scale_range: tuple[float, float] = (0.6, 1.4)
-    flip_prob: float = 0.5
+    Declared once (``centernet.config_fields``): ``centernet precompute``'s options and the
+    pipeline config's keys come from these fields. ``input_size`` may be given as one side (square).
+    """
+
+    input_size: tuple[int, ...] = setting((512, 512), default_text="512", help="Network input size: one side (square) or H,W; "
+                                                           "multiples of 32. Output maps are input / 4.",
+                                          metavar="S")
+    down_ratio: int = setting(4, help="Output stride of the heads.", cli=False)
+    max_objs: int = setting(128, help="Object slots per sample (official 128).")
+    min_overlap: float = setting(0.7, help="IoU the Gaussian radius guarantees (official 0.7).")
+    radius_variant: str = setting("official", help="Gaussian radius formula: the official one (its quirk kept, "
+                                                   "as the published models) or the exact solution.",
+                                  choices=RADIUS_VARIANTS)
+    scale_range: tuple[float, ...] = setting((0.6, 1.4), help="Random scale range of the training augmentation.",
+                                             metavar="LOW,HIGH")
+    flip_prob: float = setting(0.5, help="Horizontal flip probability of the training augmentation.")
 
     def __post_init__(self) -> None:
-        check_input_size(self.input_size)
+        size = self.input_size
+        if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
+            size = (int(size), int(size))
+        elif isinstance(size, (tuple, list)) and len(size) == 1:
+            size = (int(size[0]), int(size[0]))
+        check_input_size(size)
+        object.__setattr__(self, "input_size", tuple(int(v) for v in size))
+        lo, hi = (tuple(self.scale_range) + (None, None))[:2]
+        if lo is None or hi is None or len(self.scale_range) != 2 or not 0 < lo < hi:
+            raise ValueError(f"scale_range must be (low, high) with 0 < low < high, got {self.scale_range!r}")
+        object.__setattr__(self, "scale_range", (float(lo), float(hi)))
+        if self.down_ratio <= 0 or any(v % self.down_ratio for v in self.input_size):
+            raise ValueError(f"down_ratio {self.down_ratio!r} must divide input_size {self.input_size}")
+        if self.radius_variant not in RADIUS_VARIANTS:
+            raise ValueError(f"radius_variant must be one of {RADIUS_VARIANTS}, got {self.radius_variant!r}")
+        if not 0.0 < self.min_overlap < 1.0:
+            raise ValueError(f"min_overlap must be in (0, 1), got {self.min_overlap!r}")
+        if self.max_objs < 1:
+            raise ValueError(f"max_objs must be >= 1, got {self.max_objs!r}")
+        if not 0.0 <= self.flip_prob <= 1.0:
+            raise ValueError(f"flip_prob must be in [0, 1], got {self.flip_prob!r}")
 
     @property
     def output_size(self) -> tuple[int, int]:

@@ -35,4 +35,4 @@ def letterbox_view(
     """
     size = settings.input_size
     return core_letterbox_view(image_bgr, boxes, (size, size), size // settings.output_size, rng,
-                               settings.scale_range, settings.flip_prob)
+                               settings.sample.scale_range, settings.sample.flip_prob)

@@ -149,8 +149,8 @@ def process_chunk(index: int, entries: list[ImageEntry], images_dir: str, catego
             rng = view_rng(settings.seed, entry.image_id, view) if settings.augment else None
             image, boxes, affine = letterbox_view(result.image, result.boxes, settings, rng)
             targets, enc_stats = encode_sparse(boxes, result.classes, cats.num_classes, (size_out, size_out),
-                                        max_objs=settings.max_objs, min_overlap=settings.min_overlap,
-                                        radius_variant=settings.radius_variant, return_stats=True)
+                                        max_objs=settings.max_objs, min_overlap=settings.sample.min_overlap,
+                                        radius_variant=settings.sample.radius_variant, return_stats=True)
             stats.add(len(boxes), enc_stats, first_view=view == 0)
             rows.append(make_row(entry.image_id, view, image, boxes, result.classes, affine, targets, settings))
     name = SHARD_PATTERN.format(index)

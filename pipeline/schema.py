@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 import pyarrow as pa
 
-from centernet.targets import RADIUS_VARIANTS
-from centernet.transforms import check_input_size
+from centernet.config_fields import from_mapping, setting, to_plain
+from centernet.sample import SampleConfig
 
-SCHEMA_VERSION = 2  # 2: no colour augmentation in stored images (it runs on the training device)
+SCHEMA_VERSION = 3  # 2: no colour augmentation in stored images; 3: settings nest the sample config
 MANIFEST_NAME = "manifest.json"
 REJECTS_NAME = "rejects.jsonl"
 CLEAN_ANNOTATIONS_NAME = "annotations.clean.json"
@@ -30,72 +30,70 @@ IMAGE_FORMATS = ("raw", "jpg", "png")  # raw: uint8 BGR [S, S, 3] bytes, zstd by
 class PrecomputeSettings:
     """Every setting that changes the stored samples (all of them enter :attr:`settings_hash`).
 
-    ``input_size``: side of the square network input; the output map is ``input_size // down_ratio``.
-    ``augment``: official geometric training augmentation (random scale/shift crop, flip);
-    ``False`` stores the plain letterboxed image once (validation data). Stored images never carry
-    colour augmentation: the official one runs on training batches on the device
-    (``centernet.color.ColorAugment``), so it is no setting of the data. ``views``: augmented copies
-    per image (1 without augmentation). ``image_format``/``jpeg_quality``: how images are stored:
-    ``"raw"`` (uint8 BGR pixels, compressed by Arrow's zstd; no decoding at read time, the fastest
-    reader), ``"jpg"`` (smallest on photographs, lossy) or ``"png"`` (lossless).
+    ``sample``: how a sample is made (:class:`centernet.sample.SampleConfig`: input size, encoding,
+    geometric augmentation), the same settings the in-process path uses; shards are square
+    (``input_size`` one side). ``augment``: official geometric training augmentation (random
+    scale/shift crop, flip); off stores the plain letterboxed image once (validation data). Stored
+    images never carry colour augmentation: the official one runs on training batches on the
+    device (``centernet.color.ColorAugment``). ``views``: augmented copies per image.
+    ``image_format``/``jpeg_quality``: how images are stored: ``"raw"`` (uint8 BGR pixels,
+    compressed by Arrow's zstd; no decoding at read time, the fastest reader), ``"jpg"`` (smallest
+    on photographs, lossy) or ``"png"`` (lossless). Build with flat keyword arguments through
+    :meth:`of`, e.g. ``PrecomputeSettings.of(input_size=128, augment=False)``.
     """
 
-    input_size: int = 512
-    down_ratio: int = 4
-    radius_variant: str = "official"
-    min_overlap: float = 0.7
-    max_objs: int = 128
-    augment: bool = True
-    views: int = 1
-    seed: int = 0
-    scale_range: tuple[float, float] = (0.6, 1.4)
-    flip_prob: float = 0.5
-    image_format: str = "raw"
-    jpeg_quality: int = 95
+    sample: SampleConfig = setting(SampleConfig(), help="How samples are made.")
+    augment: bool = setting(True, help="Official geometric augmentation (training data); --no-augment stores "
+                                       "the plain letterboxed image once (validation data).",
+                            flag="--augment/--no-augment")
+    views: int = setting(1, help="Augmented copies per image (training data).")
+    seed: int = setting(0, help="Augmentation seed; a (seed, image id, view) always gives the same view.")
+    image_format: str = setting("raw", help="How images are stored: raw uint8 pixels (zstd; fastest reader), "
+                                            "jpg (smallest on photos, lossy) or png (lossless).",
+                                choices=IMAGE_FORMATS)
+    jpeg_quality: int = setting(95, help="JPEG quality with --image-format jpg.")
 
     def __post_init__(self) -> None:
-        check_input_size(self.input_size)
-        if self.down_ratio <= 0 or self.input_size % self.down_ratio:
-            raise ValueError(f"down_ratio {self.down_ratio!r} must divide input_size {self.input_size}")
-        if self.radius_variant not in RADIUS_VARIANTS:
-            raise ValueError(f"radius_variant must be one of {RADIUS_VARIANTS}, got {self.radius_variant!r}")
-        if not 0.0 < self.min_overlap < 1.0:
-            raise ValueError(f"min_overlap must be in (0, 1), got {self.min_overlap!r}")
-        if self.max_objs < 1:
-            raise ValueError(f"max_objs must be >= 1, got {self.max_objs!r}")
+        h, w = self.sample.input_size
+        if h != w:
+            raise ValueError(f"input_size: shards are square, got {h}x{w}")
         if self.views < 1:
             raise ValueError(f"views must be >= 1, got {self.views!r}")
         if not self.augment and self.views != 1:
             raise ValueError(f"views={self.views} needs augmentation; without it each image is stored once")
-        lo, hi = self.scale_range
-        if not 0 < lo < hi:
-            raise ValueError(f"scale_range must be (low, high) with 0 < low < high, got {self.scale_range!r}")
         if self.image_format not in IMAGE_FORMATS:
             raise ValueError(f"image_format must be one of {IMAGE_FORMATS}, got {self.image_format!r}")
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality!r}")
-        object.__setattr__(self, "scale_range", (float(lo), float(hi)))
+
+    @classmethod
+    def of(cls, **values: Any) -> PrecomputeSettings:
+        """From flat keyword arguments: the sample fields (``input_size``, ``max_objs``, ...) and
+        this class's own."""
+        sample_names = {f.name for f in fields(SampleConfig)}
+        sample = SampleConfig(**{k: v for k, v in values.items() if k in sample_names})
+        return cls(sample=sample, **{k: v for k, v in values.items() if k not in sample_names})
+
+    # The sample settings, read as the shards' (square) geometry.
+    @property
+    def input_size(self) -> int:
+        return self.sample.input_size[0]
 
     @property
     def output_size(self) -> int:
-        return self.input_size // self.down_ratio
+        return self.sample.output_size[0]
+
+    @property
+    def max_objs(self) -> int:
+        return self.sample.max_objs
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["scale_range"] = list(self.scale_range)
-        return d
+        return to_plain(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PrecomputeSettings:
-        """Inverse of :meth:`to_dict`; ``ValueError`` naming unknown keys."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown precompute settings {unknown}")
-        data = dict(data)
-        if "scale_range" in data:
-            data["scale_range"] = tuple(data["scale_range"])
-        return cls(**data)
+        """Inverse of :meth:`to_dict`; ``ValueError`` naming unknown keys or wrong types."""
+        return from_mapping(cls, data, source="precompute settings")
 
     @property
     def settings_hash(self) -> str:

@@ -30,12 +30,16 @@ COMMANDS: dict[str, str] = {
     "train": "train",
     "submit": "submit",
     "tune": "tune",
+    "register": "register",
+    "predict": "predict",
+    "evaluate": "evaluate",
+    "export": "export",
 }
 
 def with_verbose_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``fn`` with a ``--verbose/-v`` flag added unless it declares ``verbose`` itself (the CLI
     reads the flag before dispatching, see :func:`main`)."""
-    sig = inspect.signature(fn)
+    sig = inspect.signature(fn, eval_str=True)
     if "verbose" in sig.parameters:
         return fn
 

@@ -22,20 +22,33 @@ from centernet.checkpoint import save_checkpoint
 from centernet.color import ColorAugment
 from centernet.dataset import CocoSampleDataset
 from centernet.decode import boxes_to_original
-from centernet.engine import make_optimizer, make_scheduler, train_epoch
+from centernet.engine import make_optimizer, train_epoch
 from centernet.evaluate import CocoMetrics
 from centernet.inference import evaluate_model, predict
 from centernet.losses import CenterNetLoss, validate_loss_weights
 from centernet.models import build_model
 from centernet.sample import SampleConfig
+from centernet.schedule import (
+    DEFAULT_MAX_GRAD_NORM,
+    DEFAULT_WARMUP_STEPS,
+    default_lr,
+    default_lr_steps,
+    make_lr_scheduler,
+)
 from centernet.synthetic import make_synthetic_coco
+from centernet.transforms import check_input_size
 from centernet.visualize import draw_detections, tile_images
 from workflows.tracking import RunLogger, finish_run, git_commit, resolve_tracking_uri, start_run
 
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Settings of the demo run (defaults reach AP50 >= 0.8 in about 10 minutes on 2 CPU cores)."""
+    """Settings of the demo run (defaults reach AP50 >= 0.8 in about 10 minutes on 2 CPU cores).
+
+    The model trains from scratch (works offline) with the shared training defaults of
+    :mod:`centernet.schedule`; ``lr``/``lr_steps`` ``None`` take ``default_lr(batch_size,
+    pretrained=False)`` and ``default_lr_steps(epochs)``.
+    """
 
     arch: str = "resnet18"
     train_images: int = 600
@@ -43,23 +56,33 @@ class DemoConfig:
     input_size: int = 128
     image_size: tuple[int, int] = (112, 176)
     object_size: tuple[int, int] = (12, 56)
+    objects_per_image: tuple[int, int] = (1, 6)
     epochs: int = 36
     batch_size: int = 16
-    lr: float = 1e-3
+    lr: float | None = None
+    lr_steps: tuple[int, ...] | None = None
+    warmup_steps: int = DEFAULT_WARMUP_STEPS
+    max_grad_norm: float | None = DEFAULT_MAX_GRAD_NORM
     seed: int = 0
     threads: int | None = None
 
     def __post_init__(self) -> None:
-        if self.input_size % 32:
-            raise ValueError(f"input_size must be a multiple of 32, got {self.input_size}")
+        check_input_size(self.input_size)
         for name in ("train_images", "val_images", "epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr is not None and not self.lr >= 0:
+            raise ValueError(f"lr must be >= 0 or None (the default), got {self.lr!r}")
 
     @property
-    def lr_steps(self) -> tuple[int, ...]:
-        """The official schedule's shape: x0.1 at ~64% and ~86% of the epochs (90, 120 of 140)."""
-        return tuple(sorted({max(1, round(self.epochs * 90 / 140)), max(1, round(self.epochs * 120 / 140))}))
+    def effective_lr(self) -> float:
+        """``lr``, or the shared from-scratch default for ``batch_size``."""
+        return default_lr(self.batch_size, pretrained=False) if self.lr is None else float(self.lr)
+
+    @property
+    def effective_lr_steps(self) -> tuple[int, ...]:
+        """``lr_steps``, or the official milestones as fractions of ``epochs``."""
+        return default_lr_steps(self.epochs) if self.lr_steps is None else tuple(self.lr_steps)
 
 
 @dataclass(frozen=True)
@@ -81,7 +104,8 @@ def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig()) -> DemoResu
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
 
-    common = dict(image_size=config.image_size, object_size=config.object_size)
+    common = dict(image_size=config.image_size, object_size=config.object_size,
+                  objects_per_image=config.objects_per_image)
     train_data = make_synthetic_coco(out / "data" / "train", config.train_images, seed=config.seed, **common)
     val_data = make_synthetic_coco(out / "data" / "val", config.val_images, seed=config.seed + 1, **common)
     print(f"data: {train_data.num_images} train images ({train_data.num_annotations} objects), "
@@ -97,18 +121,21 @@ def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig()) -> DemoResu
     val_loader = DataLoader(val_set, batch_size=config.batch_size, collate_fn=collate_samples)
     color = ColorAugment(config.seed)  # official colour augmentation, training batches only
 
-    model = build_model(config.arch, categories.num_classes)
-    optimizer = make_optimizer(model, config.lr)
-    scheduler = make_scheduler(optimizer, config.lr_steps)
+    model = build_model(config.arch, categories.num_classes, pretrained="none")
+    optimizer = make_optimizer(model, config.effective_lr)
+    steps_per_epoch = len(train_loader)
+    scheduler = make_lr_scheduler(optimizer, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
+                                  lr_steps=config.effective_lr_steps, warmup_steps=config.warmup_steps)
     criterion = CenterNetLoss()
     weights = validate_loss_weights({})
 
     tracking_uri = resolve_tracking_uri()
+    params = {**asdict(config), "lr": config.effective_lr, "lr_steps": config.effective_lr_steps,
+              "pretrained": "none", "loss_weights": weights}
     run_id = start_run(tracking_uri, experiment="centernet-demo", run_name=f"demo-{config.arch}",
-                       params={**asdict(config), "lr_steps": config.lr_steps, "loss_weights": weights},
+                       params=params,
                        tags={"arch": config.arch, "git_commit": git_commit() or "unknown", "job": "demo"})
     tracker = RunLogger(tracking_uri, run_id)
-    steps_per_epoch = len(train_loader)
     with tqdm(total=config.epochs * steps_per_epoch, desc="train", unit="step") as bar:
         for epoch in range(config.epochs):
             train_set.set_epoch(epoch)
@@ -119,8 +146,8 @@ def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig()) -> DemoResu
                 bar.set_postfix(epoch=epoch + 1, loss=f"{step.total:.3f}", hm=f"{step.losses['hm']:.3f}")
 
             result = train_epoch(model, train_loader, criterion=criterion, optimizer=optimizer,
-                                 weights=weights, device="cpu", on_step=on_step, color=color)
-            scheduler.step()
+                                 weights=weights, device="cpu", max_grad_norm=config.max_grad_norm,
+                                 scheduler=scheduler, on_step=on_step, color=color)
             losses = result.mean_losses
             tracker.log_metrics({**{f"loss/{k}": v for k, v in losses.items()},
                                  "lr": optimizer.param_groups[0]["lr"], "images_per_s": result.images_per_second,
@@ -137,7 +164,7 @@ def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig()) -> DemoResu
     picture = draw_validation_picture(model, val_set, out / "predictions.png")
     seconds = time.perf_counter() - start
     (out / "metrics.json").write_text(json.dumps(
-        {"config": asdict(config), "metrics": metrics.as_dict(), "seconds": round(seconds, 1)}, indent=2))
+        {"config": params, "metrics": metrics.as_dict(), "seconds": round(seconds, 1)}, indent=2))
     tracker.flush()
     finish_run(tracking_uri, run_id, metrics={f"val/{k}": v for k, v in metrics.as_dict().items()},
                artifacts=[(picture, "previews"), (checkpoint, "checkpoints"), (out / "metrics.json", "")])

@@ -43,7 +43,7 @@ class TrainConfig:
                                                           "e.g. 90,120.", metavar="E1,E2",
                                                default_text="the official 90/140 and 120/140 of --epochs")
     warmup_steps: int | None = setting(None, help="Optimisation steps of linear lr warmup (0: none).",
-                                       default_text="200 (centernet.schedule.DEFAULT_WARMUP_STEPS)")
+                                       default_text="100 (centernet.schedule.DEFAULT_WARMUP_STEPS)")
     loss_weights: dict[str, float] = setting({"hm": 1.0, "wh": 0.1, "reg": 1.0},
                                              help="Loss weights, e.g. hm=1,wh=0.1,reg=1.", metavar="K=V,...")
     pretrained: str | None = setting(None, help="Backbone weights: imagenet (downloaded once from the official "
@@ -52,8 +52,10 @@ class TrainConfig:
                                      metavar="imagenet|none|PATH")
     head_conv: int | None = setting(None, help="Channels of the heads' 3x3 conv.",
                                     default_text="the architecture's official value (64 ResNet, 256 DLA/Hourglass)")
-    max_grad_norm: float | None = setting(35.0, help="Gradient-norm clipping threshold (mmdetection's 35; "
-                                                     "the official code has none).")
+    max_grad_norm: float | None = setting(None,  # centernet.schedule.DEFAULT_MAX_GRAD_NORM (test_train_config)
+                                          help="Gradient-norm clipping threshold, e.g. 35 as mmdetection "
+                                               "(a non-finite norm always skips the step).",
+                                          default_text="none, as the official code")
     color_aug: bool = setting(True, help="Official colour augmentation of training images, on the device.",
                               flag="--color-aug/--no-color-aug")
     num_workers: int = setting(1, help="DDP workers (Ray Train actors).", flag="--workers")

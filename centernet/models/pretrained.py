@@ -94,8 +94,8 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def fetch(url: str, *, progress: bool = False) -> Path:
-    """The local, verified copy of ``url``: downloaded once into torch.hub's cache.
+def fetch(url: str, *, progress: bool = False) -> tuple[Path, str]:
+    """The local, verified copy of ``url`` and its sha256: downloaded once into torch.hub's cache.
 
     Raises :class:`PretrainedWeightsError` (one line) when the file cannot be downloaded (naming
     the URL and the cache path where it may be put by hand) or when its sha256 does not start with
@@ -127,7 +127,7 @@ def fetch(url: str, *, progress: bool = False) -> Path:
         raise PretrainedWeightsError(
             f"cached file {dst} has sha256 {digest[:len(expected)]}..., not {expected}...: delete it "
             "(or replace it with the right file) and try again")
-    return dst
+    return dst, digest
 
 
 def load_pretrained(model: nn.Module, arch: str, source: str) -> PretrainedWeights | None:
@@ -140,13 +140,21 @@ def load_pretrained(model: nn.Module, arch: str, source: str) -> PretrainedWeigh
             converted ExtremeNet model for ``hourglass104``).
 
     Raises ``ValueError`` when no tensor matches, :class:`PretrainedWeightsError` when the file
-    cannot be obtained, ``FileNotFoundError`` for a missing local path.
+    cannot be obtained, ``FileNotFoundError`` for a missing local path. Under DDP call it on rank 0
+    only, before wrapping: DDP broadcasts rank 0's parameters to the other ranks.
     """
     if source == NONE:
         return None
-    url = imagenet_url(arch) if source == IMAGENET else None
-    path = fetch(url) if url is not None else Path(source)
+    if source == IMAGENET:
+        url = imagenet_url(arch)
+        path, digest = fetch(url)
+    else:
+        url, path = None, Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"pretrained weights {source!r}: no such file "
+                                    f"(or use {NONE!r} or {IMAGENET!r})")
+        digest = file_sha256(path)
     report = load_matching(model, read_state_dict(path))
     if not report.loaded:
         raise ValueError(f"{path}: no tensor matched {arch!r} by name and shape")
-    return PretrainedWeights(source=source, url=url, path=str(path), sha256=file_sha256(path), report=report)
+    return PretrainedWeights(source=source, url=url, path=str(path), sha256=digest, report=report)

@@ -54,3 +54,17 @@ def test_every_training_field_is_an_option_with_its_default():
         flag = (f.metadata["centernet"]["flag"] or "--" + f.name.replace("_", "-")).split("/")[0]
         assert flag in proc.stdout, f"{f.name} has no option"
     assert "[default: 140]" in proc.stdout and "[default: hm=1,wh=0.1,reg=1]" in proc.stdout
+
+
+def test_train_defaults_are_the_shared_schedule_defaults():
+    from centernet.schedule import DEFAULT_MAX_GRAD_NORM, DEFAULT_WARMUP_STEPS, default_lr, default_lr_steps
+    from workflows.train_config import TrainConfig
+
+    config = TrainConfig(data="d", pretrained="none", epochs=36)
+    assert config.max_grad_norm == DEFAULT_MAX_GRAD_NORM
+    assert config.effective_warmup_steps == DEFAULT_WARMUP_STEPS
+    from centernet.config_fields import field_info
+
+    assert str(DEFAULT_WARMUP_STEPS) in field_info(TrainConfig.__dataclass_fields__["warmup_steps"])["default_text"]
+    assert config.effective_lr == default_lr(config.global_batch_size, pretrained=False)
+    assert config.effective_lr_steps == default_lr_steps(36) == (23, 31)

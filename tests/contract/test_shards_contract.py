@@ -27,8 +27,8 @@ from pipeline.precompute import precompute
 from pipeline.reader import ShardDataset, decode_row, iter_samples, read_manifest, samples_per_rank
 from pipeline.schema import SCHEMA_VERSION, PrecomputeSettings
 
-TRAIN = PrecomputeSettings(input_size=128, views=2, seed=3)  # raw images (the default)
-VAL = PrecomputeSettings(input_size=128, augment=False, views=1, radius_variant="corrected", image_format="jpg")
+TRAIN = PrecomputeSettings.of(input_size=128, views=2, seed=3)  # raw images (the default)
+VAL = PrecomputeSettings.of(input_size=128, augment=False, views=1, radius_variant="corrected", image_format="jpg")
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +51,8 @@ def test_targets_read_back_equal_encode_of_stored_boxes(shards, split):
     n = 0
     for s in iter_samples(shards[split]):
         t = encode(s["boxes"], s["classes"], manifest["num_classes"], s["hm"].shape[1:],
-                   max_objs=settings.max_objs, min_overlap=settings.min_overlap,
-                   radius_variant=settings.radius_variant)
+                   max_objs=settings.max_objs, min_overlap=settings.sample.min_overlap,
+                   radius_variant=settings.sample.radius_variant)
         for key in ("hm", "wh", "reg", "ind", "mask"):
             assert t[key].dtype == s[key].dtype and np.array_equal(t[key], s[key]), key
         ones = set(np.flatnonzero(s["hm"].reshape(-1) == 1.0).tolist())

@@ -32,7 +32,7 @@ def test_cli_run_writes_a_manifest(tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["num_samples"] == 24 and len(manifest["shards"]) == 3
-    assert manifest["settings"]["radius_variant"] == "corrected"
+    assert manifest["settings"]["sample"]["radius_variant"] == "corrected"
     assert manifest["settings"]["image_format"] == "png"
     assert "12 in, 12 accepted" in res.stdout and "24 samples" in res.stdout
     bad = subprocess.run([*CLI, *args[:6], "--input-size", "100"], capture_output=True, text=True, timeout=120)

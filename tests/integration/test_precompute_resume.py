@@ -13,7 +13,7 @@ from pipeline.precompute import PrecomputeInterrupted, precompute
 from pipeline.reader import read_manifest
 from pipeline.schema import PrecomputeSettings
 
-SETTINGS = PrecomputeSettings(input_size=128, views=2, seed=11)
+SETTINGS = PrecomputeSettings.of(input_size=128, views=2, seed=11)
 OUTPUTS = ("manifest.json", "rejects.jsonl", "annotations.clean.json", "stats.png")
 
 
@@ -64,7 +64,7 @@ def test_rerun_with_same_settings_skips_everything_and_changed_settings_redo(dat
     again = precompute(dataset.images_dir, dataset.annotations, out, SETTINGS, chunk_size=8, progress=False)
     assert again.shards_written == 0 and again.shards_skipped == 4
     assert _digests(out) == before
-    other = PrecomputeSettings(input_size=128, views=1, seed=11)
+    other = PrecomputeSettings.of(input_size=128, views=1, seed=11)
     changed = precompute(dataset.images_dir, dataset.annotations, out, other, chunk_size=16, progress=False)
     assert changed.shards_written == 2 and changed.shards_skipped == 0
     assert sorted(p.name for p in out.glob("part-*.arrow")) == ["part-00000.arrow", "part-00001.arrow"]

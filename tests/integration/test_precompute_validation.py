@@ -17,7 +17,7 @@ from pipeline.reader import iter_samples, read_manifest
 from pipeline.schema import PrecomputeSettings
 from pipeline.validate import decode_image, validate_dataset
 
-SETTINGS = PrecomputeSettings(input_size=128, augment=False, views=1)
+SETTINGS = PrecomputeSettings.of(input_size=128, augment=False, views=1)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -149,8 +149,10 @@ def test_local_file_none_and_the_defaults(tmp_path, hub):
         ["imagenet"] * 4 + ["none"]
     with pytest.raises(ValueError, match="no ImageNet weights for arch 'hourglass104'"):
         load_pretrained(model, "hourglass104", "imagenet")
-    with pytest.raises(FileNotFoundError, match="missing.pth"):
+    with pytest.raises(FileNotFoundError, match="missing.pth'.* no such file"):
         build_model("resnet18", 3, pretrained=str(tmp_path / "missing.pth"))
+    with pytest.raises(FileNotFoundError, match="'imagnet': no such file .*'imagenet'"):
+        build_model("resnet18", 3, pretrained="imagnet")
     torch.save({"something.else": torch.zeros(3)}, tmp_path / "foreign.pth")
     with pytest.raises(ValueError, match="no tensor matched 'resnet18'"):
         build_model("resnet18", 3, pretrained=str(tmp_path / "foreign.pth"))

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.timeout(300)
 def test_worker_killed_mid_epoch_resumes_from_checkpoint(tmp_path, ray_local, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlruns.db'}")
     data = make_synthetic_coco(tmp_path / "coco", 48, seed=0, image_size=(96, 128))
-    precompute(data.images_dir, data.annotations, tmp_path / "train", PrecomputeSettings(input_size=64),
+    precompute(data.images_dir, data.annotations, tmp_path / "train", PrecomputeSettings.of(input_size=64),
                chunk_size=8, progress=False)
     cfg = TrainConfig(pretrained="none", data=str(tmp_path / "train"), epochs=3, batch_size=2, num_workers=2, lr=1e-3,
                       loader_workers=0, max_failures=2, storage_path=str(tmp_path / "results"), name="fault")

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.timeout(300)
 def shards(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     data = make_synthetic_coco(root / "coco", 12, seed=0, image_size=(96, 128))
-    precompute(data.images_dir, data.annotations, root / "train", PrecomputeSettings(input_size=64),
+    precompute(data.images_dir, data.annotations, root / "train", PrecomputeSettings.of(input_size=64),
                chunk_size=3, workers=2, progress=False)  # starts and stops its own local Ray
     return root / "train"
 

@@ -45,9 +45,9 @@ def shards(tmp_path_factory, ray_local):
     root = tmp_path_factory.mktemp("data")
     train = make_synthetic_coco(root / "coco_train", 16, seed=0, image_size=(96, 128))
     val = make_synthetic_coco(root / "coco_val", 8, seed=1, image_size=(96, 128))
-    precompute(train.images_dir, train.annotations, root / "train", PrecomputeSettings(input_size=64),
+    precompute(train.images_dir, train.annotations, root / "train", PrecomputeSettings.of(input_size=64),
                chunk_size=4, progress=False)
-    precompute(val.images_dir, val.annotations, root / "val", PrecomputeSettings(input_size=64, augment=False),
+    precompute(val.images_dir, val.annotations, root / "val", PrecomputeSettings.of(input_size=64, augment=False),
                chunk_size=4, progress=False)
     return root
 
@@ -142,7 +142,7 @@ def test_ddp_two_workers_equal_one_worker_with_double_batch(tmp_path, ray_local,
     data = make_synthetic_coco(tmp_path / "coco", 4, seed=3, image_size=(128, 128),
                                objects_per_image=(2, 2), object_size=(20, 40))
     precompute(data.images_dir, data.annotations, tmp_path / "shards",
-               PrecomputeSettings(input_size=128, augment=False), chunk_size=1, progress=False)
+               PrecomputeSettings.of(input_size=128, augment=False), chunk_size=1, progress=False)
     for s in iter_samples(tmp_path / "shards"):
         assert int(s["mask"].sum()) == 2 and int((s["hm"] == 1).sum()) == 2
     results = {}

@@ -10,8 +10,9 @@ import torch
 
 from centernet.batch import collate_samples
 from centernet.checkpoint import load_checkpoint_file, restore_training_state, save_checkpoint
-from centernet.engine import make_optimizer, make_scheduler, move_batch, train_epoch, train_step
+from centernet.engine import make_optimizer, move_batch, train_epoch, train_step
 from centernet.losses import DEFAULT_LOSS_WEIGHTS, CenterNetLoss
+from centernet.schedule import make_lr_scheduler
 from centernet.sample import SampleConfig, make_sample
 from centernet.schedule import make_lr_scheduler
 from centernet.synthetic import render_image
@@ -81,23 +82,12 @@ def test_train_epoch_steps_the_scheduler_after_each_update_only():
     assert lrs == pytest.approx([5e-4, 5e-4, 7.5e-4])
 
 
-def test_epoch_scheduler_of_the_ray_trainer():
-    opt = make_optimizer(torch.nn.Linear(1, 1), 1.0)
-    sched = make_scheduler(opt, (2, 4))
-    lrs = []
-    for _ in range(5):
-        lrs.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-    assert lrs == pytest.approx([1.0, 1.0, 0.1, 0.1, 0.01])
-
-
 def test_checkpoint_round_trip_is_atomic_and_weights_only(tmp_path):
     from centernet.models import build_model
 
     model = build_model("resnet18", 2)
     opt = make_optimizer(model, 1e-3)
-    sched = make_scheduler(opt, (5,))
+    sched = make_lr_scheduler(opt, epochs=10, steps_per_epoch=1, lr_steps=(5,), warmup_steps=0)
     train_step(model, _batch(2), criterion=CenterNetLoss(), optimizer=opt, weights=DEFAULT_LOSS_WEIGHTS)
     path = save_checkpoint(tmp_path / "ckpt" / "model.pt", model, optimizer=opt, scheduler=sched, epoch=7,
                            extra={"arch": "resnet18", "classes": {"category_ids": [1, 2]}})
@@ -105,7 +95,7 @@ def test_checkpoint_round_trip_is_atomic_and_weights_only(tmp_path):
     ckpt = load_checkpoint_file(path)
     other = build_model("resnet18", 2)
     opt2 = make_optimizer(other, 1e-3)
-    sched2 = make_scheduler(opt2, (5,))
+    sched2 = make_lr_scheduler(opt2, epochs=10, steps_per_epoch=1, lr_steps=(5,), warmup_steps=0)
     assert restore_training_state(ckpt, other, opt2, sched2) == 7
     x = torch.randn(1, 3, 64, 64)
     model.eval(), other.eval()

@@ -18,26 +18,26 @@ from pipeline.stats import merge_stats
 
 
 def test_settings_hash_changes_with_every_data_setting():
-    base = PrecomputeSettings(input_size=128)
+    base = PrecomputeSettings.of(input_size=128)
     variants = [dict(input_size=256), dict(radius_variant="corrected"), dict(min_overlap=0.5),
                 dict(augment=False), dict(views=2), dict(seed=1), dict(max_objs=64),
                 dict(image_format="png"), dict(image_format="jpg"), dict(scale_range=(0.5, 1.5))]
-    hashes = {base.settings_hash} | {PrecomputeSettings(**{"input_size": 128, **v}).settings_hash
+    hashes = {base.settings_hash} | {PrecomputeSettings.of(**{"input_size": 128, **v}).settings_hash
                                      for v in variants}
     assert len(hashes) == len(variants) + 1
     assert PrecomputeSettings.from_dict(base.to_dict()) == base
-    assert PrecomputeSettings(input_size=128).settings_hash == base.settings_hash
+    assert PrecomputeSettings.of(input_size=128).settings_hash == base.settings_hash
 
 
 @pytest.mark.parametrize("bad", [dict(input_size=100), dict(views=0), dict(augment=False, views=2),
                                  dict(radius_variant="exact"), dict(min_overlap=1.0), dict(image_format="webp")])
 def test_settings_reject_bad_values(bad):
     with pytest.raises(ValueError):
-        PrecomputeSettings(**bad)
+        PrecomputeSettings.of(**bad)
 
 
 def test_check_manifest_refuses_unknown_version_and_hash():
-    s = PrecomputeSettings(input_size=128)
+    s = PrecomputeSettings.of(input_size=128)
     good = {"schema_version": SCHEMA_VERSION, "settings": s.to_dict(), "settings_hash": s.settings_hash,
             "source": {"images_dir": "/data/img", "annotations": "/data/a.json"}}
     assert check_manifest(good, "d") == s
@@ -52,14 +52,27 @@ def test_check_manifest_refuses_unknown_version_and_hash():
 def test_shards_with_stored_colour_augmentation_are_refused_with_the_rebuild_hint():
     """Version 1 shards stored colour-jittered images (settings color_jitter/lighting_std); colour
     augmentation now runs on the device, so they must be rebuilt."""
-    s = PrecomputeSettings(input_size=128)
+    s = PrecomputeSettings.of(input_size=128)
     old = {"schema_version": 1, "settings": {**s.to_dict(), "color_jitter": 0.4, "lighting_std": 0.1},
            "settings_hash": "0123456789abcdef", "source": {"images_dir": "/i", "annotations": "/a.json"}}
-    assert SCHEMA_VERSION == 2 and "color_jitter" not in s.to_dict()
-    with pytest.raises(ValueError, match="schema version 1 but this reader knows version 2.*centernet precompute"):
+    assert SCHEMA_VERSION == 3 and "color_jitter" not in s.to_dict()
+    with pytest.raises(ValueError, match="schema version 1 but this reader knows version 3.*centernet precompute"):
         check_manifest(old, "d")
-    with pytest.raises(ValueError, match="unknown precompute settings.*color_jitter"):
+    with pytest.raises(ValueError, match="precompute settings: unknown key 'color_jitter'"):
         PrecomputeSettings.from_dict(old["settings"])
+
+
+def test_settings_nest_the_sample_config_of_the_in_process_path():
+    """One declaration: the precompute settings embed centernet.sample.SampleConfig."""
+    from centernet.sample import SampleConfig
+
+    s = PrecomputeSettings.of(input_size=128, max_objs=64, views=2)
+    assert s.sample == SampleConfig(input_size=(128, 128), max_objs=64)
+    assert s.to_dict()["sample"]["max_objs"] == 64 and s.to_dict()["views"] == 2
+    with pytest.raises(ValueError, match="precompute settings: sample: max_objs: expected an integer"):
+        PrecomputeSettings.from_dict({"sample": {"max_objs": "many"}})
+    with pytest.raises(ValueError, match="shards are square"):
+        PrecomputeSettings.of(input_size=(128, 256))
 
 
 @pytest.mark.parametrize("total", [0, 1, 7, 10, 101])
@@ -91,7 +104,7 @@ def _image(h: int, w: int) -> np.ndarray:
 
 
 def test_letterbox_view_affine_maps_output_boxes_back_to_original():
-    s = PrecomputeSettings(input_size=128)
+    s = PrecomputeSettings.of(input_size=128)
     boxes = np.array([[10, 20, 60, 70], [100, 5, 150, 40]], np.float32)
     for rng in (None, *(view_rng(0, 5, v) for v in range(8))):
         image, out, back = letterbox_view(_image(120, 200), boxes, s, rng)
@@ -105,14 +118,14 @@ def test_letterbox_view_affine_maps_output_boxes_back_to_original():
 
 
 def test_plain_letterbox_of_square_image_is_a_pure_scale():
-    s = PrecomputeSettings(input_size=128, augment=False, views=1)
+    s = PrecomputeSettings.of(input_size=128, augment=False, views=1)
     _, out, back = letterbox_view(_image(256, 256), np.array([[0, 0, 256, 256]], np.float32), s, None)
     np.testing.assert_allclose(out, [[0, 0, 32, 32]], atol=1e-4)  # 256 px -> 32 output px
     np.testing.assert_allclose(back, [[8, 0, 0], [0, 8, 0]], atol=1e-4)
 
 
 def test_views_are_deterministic_per_seed_image_view():
-    s = PrecomputeSettings(input_size=128)
+    s = PrecomputeSettings.of(input_size=128)
     img = _image(100, 140)
     boxes = np.array([[10, 10, 50, 60]], np.float32)
     a = letterbox_view(img, boxes, s, view_rng(3, 7, 1))
@@ -157,7 +170,7 @@ def test_merge_stats_sums_histograms():
 
 @pytest.mark.parametrize("fmt", IMAGE_FORMATS)
 def test_stored_image_formats_roundtrip(fmt):
-    s = PrecomputeSettings(input_size=64, image_format=fmt)
+    s = PrecomputeSettings.of(input_size=64, image_format=fmt)
     yy, xx = np.mgrid[0:64, 0:64]
     image = np.stack([xx * 4, yy * 4, (xx + yy) * 2], axis=-1).astype(np.uint8)  # [64, 64, 3] smooth BGR
     data = encode_image(image, s, "image 1 view 0")

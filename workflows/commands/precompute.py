@@ -7,11 +7,12 @@ Rerunning with the same settings skips finished shards: an interrupted run resum
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
+from typing import Any
 
 import typer
 
+from workflows.cli_options import cli_parameters, given_values, option, with_signature
 from workflows.console import VERBOSE_HELP
 
 EXAMPLES = """Examples:
@@ -30,42 +31,13 @@ EXAMPLES = """Examples:
 """
 
 
-class ImageFormat(str, Enum):
-    raw = "raw"
-    jpg = "jpg"
-    png = "png"
-
-
-class RadiusVariant(str, Enum):
-    official = "official"
-    corrected = "corrected"
-
-
-def command(
-    images: Path = typer.Option(..., "--images", help="Directory the image file_names are relative to."),
-    annotations: Path = typer.Option(..., "--annotations", help="COCO-format annotation JSON."),
-    out: str = typer.Option(..., "--out", help="Output directory (local/shared path or s3:// URI)."),
-    input_size: int = typer.Option(512, min=32, help="Square network input size (multiple of 32)."),
-    workers: int = typer.Option(None, min=1, help="Parallel Ray tasks (default: all CPUs)."),
-    views: int = typer.Option(1, min=1, help="Augmented copies per image (training data)."),
-    no_augment: bool = typer.Option(False, "--no-augment",
-                                    help="Plain letterboxed images, one per image (validation data)."),
-    radius_variant: RadiusVariant = typer.Option(RadiusVariant.official, help="Gaussian radius formula."),
-    image_format: ImageFormat = typer.Option(
-        ImageFormat.raw, help="How images are stored: raw uint8 pixels (zstd; fastest reader), "
-        "jpg (smallest on photos, lossy) or png (lossless)."),
-    address: str = typer.Option(None, help="Ray cluster address (default: a local Ray instance)."),
-    seed: int = typer.Option(0, help="Seed of the augmentation."),
-    max_objs: int = typer.Option(128, min=1, help="Object slots per sample (official 128)."),
-    chunk_size: int = typer.Option(64, min=1, help="Images per Ray task and per shard."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP),
-) -> None:
+def _run(*, images: Path, annotations: Path, out: str, workers: int | None = None, address: str | None = None,
+         chunk_size: int = 64, quiet: bool = False, verbose: bool = False, **fields: Any) -> None:
     import sys
 
+    from centernet.config_fields import from_mapping
     from pipeline.precompute import precompute
     from pipeline.schema import PrecomputeSettings
-    from pipeline.stats import summary_line
     from workflows.errors import UserError
     from workflows.ray_runtime import ray_session
     from workflows.user_paths import on_cluster, resolve_user_path
@@ -75,9 +47,7 @@ def command(
     annotations_file = resolve_user_path(str(annotations), option="--annotations", on_cluster=cluster)
     out_dir = resolve_user_path(out, option="--out", on_cluster=cluster)
     try:
-        settings = PrecomputeSettings(input_size=input_size, views=views, augment=not no_augment,
-                                      radius_variant=radius_variant.value, seed=seed, max_objs=max_objs,
-                                      image_format=image_format.value)
+        settings = from_mapping(PrecomputeSettings, given_values(PrecomputeSettings, fields), source="precompute")
     except ValueError as exc:
         raise UserError(str(exc)) from None
     try:
@@ -86,6 +56,13 @@ def command(
                                 workers=workers, progress=not quiet and sys.stderr.isatty())
     except (ValueError, FileNotFoundError) as exc:
         raise UserError(str(exc)) from None
+    report(result)
+
+
+def report(result: Any) -> None:
+    """What came in, what was kept and why, and where the shards are."""
+    from pipeline.stats import summary_line
+
     m = result.manifest
     c = m["counts"]
     typer.echo(f"images:      {c['images_input']} in, {c['images_accepted']} accepted, "
@@ -97,3 +74,23 @@ def command(
     typer.echo(f"targets:     {summary_line(m['stats'])}")
     typer.echo(f"shards:      {len(m['shards'])} ({result.shards_written} written, "
                f"{result.shards_skipped} already done), {m['num_samples']} samples -> {result.out}")
+
+
+def _settings_parameters() -> list:
+    from pipeline.schema import PrecomputeSettings
+
+    return cli_parameters(PrecomputeSettings)
+
+
+command = with_signature(_run, [
+    option("images", Path, ..., "--images", help="Directory the image file_names are relative to."),
+    option("annotations", Path, ..., "--annotations", help="COCO-format annotation JSON."),
+    option("out", str, ..., "--out", help="Output directory (local/shared path or s3:// URI)."),
+    *_settings_parameters(),
+    option("workers", int | None, None, "--workers", min=1, help="Parallel Ray tasks [default: all CPUs]"),
+    option("chunk_size", int, 64, "--chunk-size", min=1, help="Images per Ray task and per shard."),
+    option("address", str | None, None, "--address",
+           help="Ray cluster address [default: a local instance on 127.0.0.1]"),
+    option("quiet", bool, False, "--quiet", help="No progress bar."),
+    option("verbose", bool, False, "--verbose", "-v", help=VERBOSE_HELP),
+])
