@@ -39,14 +39,32 @@ CHANGEABLE_ON_RESUME = ("register", "train.storage_path")  # storage_path: where
 
 @dataclass
 class TuneOutcome:
-    """What a finished search left: where its state is, its MLflow runs, its trials, the best one."""
+    """What a finished search left: where its state is, its MLflow runs, its trials, the best one.
+
+    ``best_params`` and ``best_run_id`` are what a caller (e.g. a pipeline) takes from a search:
+    the best trial's loss weights and lr, and the MLflow run that holds its checkpoint."""
 
     search_dir: str
     parent_run_id: str
     tracking_uri: str
     trials: list[Any]  # workflows.tune_report.TrialRecord
     best: Any | None
-    registration: Any | None = None
+    registration: Any | None = None  # workflows.register.Registration with --register
+
+    @property
+    def best_run_id(self) -> str | None:
+        """The MLflow run id of the best trial (a training run: ``runs:/<id>/checkpoint/checkpoint.pt``)."""
+        return self.best.run_id if self.best is not None else None
+
+    @property
+    def best_params(self) -> dict[str, Any]:
+        """The best trial's settings: ``{"loss_weights": {"hm", "wh", "reg"}, "lr": float | None}``
+        (``lr``: the trial's effective learning rate), ``{}`` without a best trial."""
+        if self.best is None:
+            return {}
+        settings = self.best.settings
+        return {"loss_weights": {k: settings[k] for k in ("hm", "wh", "reg") if k in settings},
+                "lr": settings.get("lr")}
 
 
 def search_name(train: TrainConfig, tune: TuneConfig) -> str:
@@ -90,11 +108,11 @@ def check_search(train: TrainConfig, tune: TuneConfig, meta: dict[str, Any] | No
         needs = "--register" if tune.register else "a search"
         raise UserError(f"{needs} needs --val-data: trials are compared by their validation AP")
     if tune.register:
-        import importlib.util
+        from workflows.register import _NAME as MODEL_NAME  # the registry's rule, checked before the search
 
-        if importlib.util.find_spec("workflows.register") is None:
-            raise UserError("--register needs workflows.register (centernet register), which this installation "
-                            "lacks; run the search without it and register the best trial's run later")
+        if not MODEL_NAME.match(tune.register):
+            raise UserError(f"--register {tune.register!r}: use letters, digits, '_', '.', '-' (it becomes "
+                            f"models:/{tune.register}@champion)")
     try:
         if tune.scheduler == "asha":
             tune.asha_max_epochs(train.epochs)
@@ -221,16 +239,18 @@ def make_tuner(spec: Any, train: TrainConfig, tune: TuneConfig, space: SearchSpa
 
 
 def run_tune(train: TrainConfig, tune: TuneConfig, *, address: str | None = None, show_progress: bool = True,
-             verbose: bool = False) -> TuneOutcome:
-    """Run (or continue) a search end to end (see the module docstring). Raises
-    :class:`workflows.errors.UserError` for what the user can fix before anything starts and
-    :class:`workflows.errors.JobFailed` when the search ends without a usable trial."""
+             verbose: bool = False, parent_run_id: str | None = None) -> TuneOutcome:
+    """Run (or continue) a search end to end (see the module docstring). ``parent_run_id``: an
+    MLflow run (of the same tracking store) to nest the search's run under (tag
+    ``mlflow.parentRunId``), e.g. a pipeline's. Raises :class:`workflows.errors.UserError` for what
+    the user can fix before anything starts and :class:`workflows.errors.JobFailed` when the
+    search ends without a usable trial."""
     from workflows.progress import ProgressDisplay, progress_actor_name, progress_board
     from workflows.ray_runtime import probe_address, ray_session, worker_env_vars
     from workflows.tracking import finish_run, resolve_tracking_uri, start_run
     from workflows.train import _kill_quietly, failure_line
     from workflows.tune_callback import SearchCallback, finished_trials, trials_line
-    from workflows.tune_trial import TrialSpec
+    from workflows.tune_trial import PARENT_TAG, TrialSpec
 
     probe_address(address)
     tune = tune.replace(name=search_name(train, tune))
@@ -249,7 +269,8 @@ def run_tune(train: TrainConfig, tune: TuneConfig, *, address: str | None = None
         concurrent = max_concurrent(train, tune)
         parent = start_run(tracking_uri, experiment=train.experiment, run_name=str(tune.name),
                            params=parent_params(train, tune, space, data, concurrent),
-                           tags=parent_tags(train, tune, data, directory),
+                           tags={**parent_tags(train, tune, data, directory),
+                                 **({PARENT_TAG: parent_run_id} if parent_run_id else {})},
                            run_id=meta["parent_run_id"] if meta else None)
         write_search_meta(directory, {"parent_run_id": parent, "tracking_uri": tracking_uri, "train": train.to_dict(),
                                       "tune": tune.to_dict(), "space": space.to_dict()})
@@ -306,11 +327,8 @@ def finish_search(train: TrainConfig, tune: TuneConfig, space: SearchSpace, grid
 
 def register_best(run_id: str, model_name: str, tracking_uri: str) -> Any:
     """Register run ``run_id``'s model as ``model_name`` (``workflows.register.register_run``)."""
-    try:
-        from workflows.register import register_run
-    except ImportError:
-        raise UserError("--register needs workflows.register (centernet register), which this installation "
-                        f"lacks; register the best trial's run {run_id} once it is available") from None
+    from workflows.register import register_run
+
     return register_run(run_id, model_name, tracking_uri=tracking_uri)
 
 

@@ -85,6 +85,7 @@ def test_an_invalid_space_file_is_one_line_naming_file_and_key(cli, tmp_path, da
     (["--epochs", "2", "--max-epochs", "3"], "max_epochs: 3 is more than the trials' --epochs 2"),
     (["--space", "nowhere.yaml"], "nowhere.yaml: search space file not found"),
     (["--workers", "2"], "No such option: --workers"),
+    (["--register", "my model"], "--register 'my model': use letters, digits"),
 ])
 def test_impossible_options_are_one_line(cli, data, args, phrase):
     one_error_line(cli("tune", "--data", data, "--val-data", data, *args), phrase)

@@ -46,7 +46,7 @@ def search(tmp_path_factory, tracking):
     train_dir, val_dir = make_shards(tmp_path_factory.mktemp("data"))
     train = trial_train_config(train_dir, val_dir, tmp_path_factory.mktemp("results"))
     tune = TuneConfig(name="asha", trials=4, max_concurrent=2, grace_period=1, reduction_factor=2, search="optuna",
-                      scheduler="asha", search_seed=0)
+                      scheduler="asha", search_seed=0, register="shapes")
     return run_tune(train, tune, show_progress=False)
 
 
@@ -135,3 +135,18 @@ def test_the_parent_gets_the_best_trial_a_csv_and_two_plots(search, tracking):
         assert row["state"] == record.state and int(row["epochs_done"]) == record.epochs_done
         assert float(row["val_AP"]) == pytest.approx(finals[record.trial_id], rel=1e-5)
         assert row["run_id"] == record.run_id
+
+
+def test_the_best_trial_is_registered_as_champion(search, tracking):
+    c = client(tracking)
+    reg = search.registration
+    assert reg is not None and reg.run_id == search.best.run_id == search.best_run_id
+    versions = c.search_model_versions("name = 'shapes'")
+    assert [str(v.version) for v in versions] == [reg.version] and versions[0].run_id == search.best.run_id
+    assert str(c.get_model_version_by_alias("shapes", "champion").version) == reg.version
+    tags = versions[0].tags
+    assert tags["tune_parent"] == search.parent_run_id and tags["arch"] == "resnet18"
+    assert float(tags["val_AP"]) == pytest.approx(search.best.val_ap)
+    weights = search.best_params["loss_weights"]
+    params = c.get_run(search.best.run_id).data.params
+    assert weights == {k: float(params[f"loss_weights.{k}"]) for k in ("hm", "wh", "reg")}

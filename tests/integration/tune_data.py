@@ -23,7 +23,7 @@ def make_shards(root: Path) -> tuple[Path, Path]:
     val = make_synthetic_coco(root / "coco_val", 8, seed=1, **kwargs)
     with local_ray(num_cpus=2, dashboard=False):
         for data, out in ((train, "train"), (val, "val")):
-            precompute(data.images_dir, data.annotations, root / out, PrecomputeSettings(input_size=64, augment=False),
+            precompute(data.images_dir, data.annotations, root / out, PrecomputeSettings.of(input_size=64, augment=False),
                        chunk_size=8, progress=False)
     return root / "train", root / "val"
 
