@@ -13,7 +13,7 @@ import pytest
 
 from centernet.checkpoint import load_checkpoint_file
 from tune_data import STEPS_PER_EPOCH, TRIAL_OPTIONS, make_shards
-from workflows.tracking import client, find_runs
+from workflows.tracking import client, find_runs, start_run
 from workflows.train_config import TrainConfig
 from workflows.train_worker import CHECKPOINT_FILE
 from workflows.tune import run_tune
@@ -47,7 +47,9 @@ def search(tmp_path_factory, tracking):
     train = trial_train_config(train_dir, val_dir, tmp_path_factory.mktemp("results"))
     tune = TuneConfig(name="asha", trials=4, max_concurrent=2, grace_period=1, reduction_factor=2, search="optuna",
                       scheduler="asha", search_seed=0, register="shapes")
-    return run_tune(train, tune, show_progress=False)
+    outer = start_run(tracking, experiment=train.experiment, run_name="pipeline", params={},
+                      tags={"centernet.kind": "pipeline"})  # a caller's run to nest the search under
+    return run_tune(train, tune, show_progress=False, parent_run_id=outer)
 
 
 def test_one_parent_run_and_a_nested_training_run_per_trial(search, tracking):
@@ -61,9 +63,11 @@ def test_one_parent_run_and_a_nested_training_run_per_trial(search, tracking):
     assert (p["grace_period"], p["reduction_factor"], p["max_epochs"]) == ("1", "2", str(EPOCHS))
     assert (p["space.hm"], p["space.wh"], p["space.reg"]) == ("1", "loguniform(0.01, 1)", "loguniform(0.1, 10)")
     assert p["data_hash"] == parent.data.tags["data_hash"] and p["val_data_hash"]
+    outer = [r for r in runs if r.data.tags.get("centernet.kind") == "pipeline"]
+    assert len(outer) == 1 and parent.data.tags["mlflow.parentRunId"] == outer[0].info.run_id
 
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert len(children) == 4 and len(runs) == 5
+    assert len(children) == 4 and len(runs) == 6  # the caller's run, the search's, one per trial
     weights = set()
     for run in children:
         tags, params = run.data.tags, run.data.params
