@@ -202,16 +202,48 @@ def quiet_tune(verbose: bool) -> Iterator[None]:
     if verbose:
         yield
         return
-    logging.getLogger("optuna").setLevel(logging.WARNING)  # "A new study created in memory ..."
+    import optuna
+
+    # "A new study created in memory ...": optuna's own setting (it resets its logger's level)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     old = os.environ.get("RAY_AIR_NEW_OUTPUT")
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     try:
-        yield
+        with without_raylet_line(STARTUP_CONCURRENCY_WARNING):
+            yield
     finally:
         if old is None:
             os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
         else:
             os.environ["RAY_AIR_NEW_OUTPUT"] = old
+
+
+# The raylet warns when its Python workers outnumber 4x its CPUs: a search always has them on a small
+# machine (a trial's driver and Train controller reserve no CPU), so the warning says nothing there.
+STARTUP_CONCURRENCY_WARNING = r"which is \d+x the maximum expected startup concurrency"
+
+
+@contextlib.contextmanager
+def without_raylet_line(pattern: str) -> Iterator[None]:
+    """Drop the driver-printed Ray lines matching ``pattern`` for the block (through the skip
+    filter of Ray's log de-duplicators; a Ray without them prints the lines as before)."""
+    import re
+
+    try:
+        from ray._private import ray_logging
+
+        dedups = [ray_logging.stdout_deduplicator, ray_logging.stderr_deduplicator]  # raylet lines go to stdout
+        old = [d.skip_re for d in dedups]
+    except (ImportError, AttributeError):
+        yield
+        return
+    for dedup, previous in zip(dedups, old):
+        dedup.skip_re = re.compile(pattern if previous is None else f"{pattern}|{previous.pattern}")
+    try:
+        yield
+    finally:
+        for dedup, previous in zip(dedups, old):
+            dedup.skip_re = previous
 
 
 def make_tuner(spec: Any, train: TrainConfig, tune: TuneConfig, space: SearchSpace, *, concurrent: int,
@@ -327,9 +359,14 @@ def finish_search(train: TrainConfig, tune: TuneConfig, space: SearchSpace, grid
 
 def register_best(run_id: str, model_name: str, tracking_uri: str) -> Any:
     """Register run ``run_id``'s model as ``model_name`` (``workflows.register.register_run``)."""
+    import warnings
+
     from workflows.register import register_run
 
-    return register_run(run_id, model_name, tracking_uri=tracking_uri)
+    with warnings.catch_warnings():
+        # MLflow's advice on type hints when the pyfunc class is defined (the signature is explicit)
+        warnings.filterwarnings("ignore", message=".*type hints to the `predict` method", category=UserWarning)
+        return register_run(run_id, model_name, tracking_uri=tracking_uri)
 
 
 def describe_search(train: TrainConfig, tune: TuneConfig, space: SearchSpace, data: JobData, directory: str,

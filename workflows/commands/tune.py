@@ -5,6 +5,7 @@ By default the search space is the three loss weights: hm fixed at 1, wh log-uni
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ def _run(*, config: Path | None = None, resume: str | None = None, address: str 
     from workflows.tune_config import split_values
     from workflows.user_paths import on_cluster, resolve_user_path, resolve_user_paths
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # as `centernet register`
     cluster = on_cluster(address)
     paths = path_fields(TrainConfig) + path_fields(TuneConfig)
     given_train = resolve_user_paths({k: v for k, v in given_values(TrainConfig, fields).items()
