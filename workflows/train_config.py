@@ -183,22 +183,22 @@ def _at_least(name: str, value: Any, low: int) -> None:
         raise ValueError(f"{name}: must be an integer >= {low}, got {value!r}")
 
 
-def load_config_file(path: str | Path) -> dict[str, Any]:
+def load_config_file(path: str | Path, *, what: str = "config file", keys: str = "config keys") -> dict[str, Any]:
     """A YAML (or JSON) config file as a plain dict (``yaml.safe_load``); ``ValueError`` naming the
-    file when it is missing, not YAML or not a mapping."""
+    file (``what`` it is) when it is missing, not YAML or not a mapping (of ``keys``)."""
     import yaml
 
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise ValueError(f"{path}: config file not found") from None
+        raise ValueError(f"{path}: {what} not found") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read config file ({exc})") from None
+        raise ValueError(f"{path}: cannot read {what} ({exc})") from None
     except yaml.YAMLError as exc:
         raise ValueError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
+        raise ValueError(f"{path}: expected a mapping of {keys}, got {type(data).__name__}")
     return data

@@ -79,19 +79,15 @@ def search_dir(train: TrainConfig, tune: TuneConfig) -> str:
 def read_search_meta(directory: str) -> dict[str, Any] | None:
     """The metadata of the search stored at ``directory`` (configs, space, MLflow parent run), or
     ``None`` when it holds no search."""
-    from pipeline.shards import exists, join, read_json, resolve
+    from workflows.run_meta import read_run_meta
 
-    fs, path = resolve(directory)
-    target = join(path, SEARCH_META_FILE)
-    return read_json(fs, target) if exists(fs, target) else None
+    return read_run_meta(directory, SEARCH_META_FILE)
 
 
 def write_search_meta(directory: str, meta: dict[str, Any]) -> None:
-    from pipeline.shards import join, resolve, write_json
+    from workflows.run_meta import write_run_meta
 
-    fs, path = resolve(directory)
-    fs.create_dir(path, recursive=True)
-    write_json(fs, join(path, SEARCH_META_FILE), meta)
+    write_run_meta(directory, meta, SEARCH_META_FILE)
 
 
 def stored_configs(directory: str) -> tuple[TrainConfig, TuneConfig]:
@@ -198,10 +194,15 @@ def scheduler(train: TrainConfig, tune: TuneConfig) -> Any:
 @contextlib.contextmanager
 def quiet_tune(verbose: bool) -> Iterator[None]:
     """Tune's console output off unless ``verbose`` (its newer output engine prints an experiment
-    table even at verbosity 0; the classic one is silent there)."""
+    table even at verbosity 0; the classic one is silent there), its error logs included: a failed
+    trial is one line of :class:`workflows.tune_callback.SearchCallback`, its traceback in the
+    trial's ``error.txt``."""
     if verbose:
         yield
         return
+    tune_logger = logging.getLogger("ray.tune")
+    level = tune_logger.level
+    tune_logger.setLevel(logging.CRITICAL)
     import optuna
 
     # "A new study created in memory ...": optuna's own setting (it resets its logger's level)
@@ -212,6 +213,7 @@ def quiet_tune(verbose: bool) -> Iterator[None]:
         with without_raylet_line(STARTUP_CONCURRENCY_WARNING):
             yield
     finally:
+        tune_logger.setLevel(level)
         if old is None:
             os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
         else:
@@ -359,14 +361,9 @@ def finish_search(train: TrainConfig, tune: TuneConfig, space: SearchSpace, grid
 
 def register_best(run_id: str, model_name: str, tracking_uri: str) -> Any:
     """Register run ``run_id``'s model as ``model_name`` (``workflows.register.register_run``)."""
-    import warnings
-
     from workflows.register import register_run
 
-    with warnings.catch_warnings():
-        # MLflow's advice on type hints when the pyfunc class is defined (the signature is explicit)
-        warnings.filterwarnings("ignore", message=".*type hints to the `predict` method", category=UserWarning)
-        return register_run(run_id, model_name, tracking_uri=tracking_uri)
+    return register_run(run_id, model_name, tracking_uri=tracking_uri)
 
 
 def describe_search(train: TrainConfig, tune: TuneConfig, space: SearchSpace, data: JobData, directory: str,

@@ -78,6 +78,35 @@ def finished_trials(state: dict[str, Any]) -> int:
     return sum(r["state"] in (COMPLETED, STOPPED, FAILED) for r in state["progress"].get("trials", []))
 
 
+def error_text(trial: Any) -> str:
+    """``: <the root error> (<its file>)`` of a failed trial, from the ``error.txt`` Tune keeps in the
+    trial's directory of the search (the local copy goes with the Ray session)."""
+    from pathlib import Path
+
+    name = Path(trial.error_file).name if getattr(trial, "error_file", None) else None
+    candidates = [str(Path(p, name)) for p in (getattr(trial, "path", None),) if p and name]
+    candidates.append(getattr(trial, "error_file", None))
+    for path in filter(None, candidates):
+        try:
+            lines = [ln.strip() for ln in Path(path).read_text().splitlines() if ln.strip()]
+        except OSError:
+            continue
+        if lines:
+            return f": {root_cause(lines)} ({path})"
+    return ": no error recorded"
+
+
+def root_cause(lines: Sequence[str]) -> str:
+    """The last ``SomeError: message`` line of a traceback (with the next line when the message
+    goes on there), else its last line; at most 240 characters."""
+    for i in range(len(lines) - 1, -1, -1):
+        head = lines[i].split(":", 1)[0]
+        if ":" in lines[i] and head.replace(".", "").replace("_", "").isalnum() and head.endswith(("Error", "Exception")):
+            cause = lines[i] + (f" {lines[i + 1]}" if lines[i].endswith(":") and i + 1 < len(lines) else "")
+            return cause[:240]
+    return lines[-1][:240]
+
+
 def settings_text(config: dict[str, Any]) -> str:
     return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in config.items())
 
@@ -135,8 +164,9 @@ class SearchCallback(Callback):
         self._close(trial, state)
         ap = val_ap(trial)
         what = {COMPLETED: "done", STOPPED: "stopped early", FAILED: "failed"}[state]
-        log.info("trial %s %s after %d/%d epochs: val AP %s (%s)", trial.trial_id, what, done, self.epochs,
-                 "-" if ap is None else f"{ap:.4f}", settings_text(trial.config))
+        log.info("trial %s %s after %d/%d epochs: val AP %s (%s)%s", trial.trial_id, what, done, self.epochs,
+                 "-" if ap is None else f"{ap:.4f}", settings_text(trial.config),
+                 error_text(trial) if state == FAILED else "")
         self._publish(trials, ended={trial.trial_id: state})
 
     def _close(self, trial: Any, state: str) -> None:

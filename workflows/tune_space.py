@@ -109,18 +109,10 @@ def parse_space(data: Mapping[str, Any] | None, *, source: str = "search space",
 
 def load_space(path: str | Path) -> SearchSpace:
     """The default space with the entries of the YAML file ``path`` (``yaml.safe_load``)."""
-    import yaml
+    from workflows.train_config import load_config_file
 
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"{path}: search space file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read the search space file ({exc})") from None
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
-    return parse_space({} if data is None else data, source=str(path))
+    data = load_config_file(path, what="search space file", keys=f"{', '.join(SPACE_KEYS)} to values or ranges")
+    return parse_space(data, source=str(Path(path)))
 
 
 def trial_settings(config: Mapping[str, Any]) -> tuple[dict[str, float], float | None]:
