@@ -50,8 +50,11 @@ def test_killed_search_resumes_without_rerunning_or_relogging(tmp_path):
     args = [CLI, "tune", "--data", str(train_dir), "--val-data", str(val_dir), "--epochs", str(EPOCHS),
             *cli_flags(options), "--trials", str(TRIALS), "--max-concurrent", "1", "--search", "random",
             "--scheduler", "fifo", "--name", "killed", "--storage-path", str(tmp_path / "results"), "--no-progress"]
+    # Tune saves its experiment state at most every max(10 s, 19 x the last save's time): on a busy
+    # machine the second trial could end before the state shows the first ended. Once a second here.
+    first_env = {**env, "TUNE_GLOBAL_CHECKPOINT_S": "1"}
     with open(tmp_path / "first.log", "w") as out:
-        first = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
+        first = subprocess.Popen(args, cwd=tmp_path, env=first_env, stdout=out, stderr=subprocess.STDOUT,
                                  start_new_session=True)
         deadline = time.monotonic() + 300
         while not ended_trials(search_dir):
