@@ -500,9 +500,10 @@ class RayCluster:
 _RAY_CLUSTER_PROCESS = """
 import sys, time
 from ray.cluster_utils import Cluster
-nodes, cpus, temp_dir = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+nodes, cpus, temp_dir, dashboard_port = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 common = {"num_cpus": cpus, "num_gpus": 0, "object_store_memory": 100 * 2**20}
-cluster = Cluster(initialize_head=True, head_node_args={**common, "include_dashboard": False, "temp_dir": temp_dir})
+cluster = Cluster(initialize_head=True, head_node_args={**common, "include_dashboard": False, "temp_dir": temp_dir,
+                                                        "dashboard_port": dashboard_port})
 try:
     for _ in range(nodes - 1):
         cluster.add_node(**common)
@@ -521,15 +522,16 @@ def ray_cluster(root: Path, *, nodes: int = 2, cpus_per_node: int = 1,
                 env: Mapping[str, str] | None = None, timeout_s: float = 180) -> Iterator[RayCluster]:
     """A Ray cluster of ``nodes`` nodes with ``cpus_per_node`` CPUs each on 127.0.0.1, its processes
     in one process group with ``env`` (the surrounding shell's MLflow/AWS settings left out, as on a
-    fresh machine); shut down and its files removed on exit."""
-    temp_dir = root / "ray"
+    fresh machine); shut down and its files removed on exit. Ray's socket paths, under ``root``, must
+    stay within 107 bytes: keep ``root`` short."""
+    temp_dir = root / "t"
     temp_dir.mkdir()
     log = root / "ray-cluster.log"
     node_env = child_env({"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", **(env or {})})
     address_file = root / "ray-cluster.address"
     with open(address_file, "wb") as out, open(log, "ab") as err:
         proc = subprocess.Popen([sys.executable, "-c", _RAY_CLUSTER_PROCESS, str(nodes), str(cpus_per_node),
-                                 str(temp_dir)], env=node_env, stdout=out, stderr=err,
+                                 str(temp_dir), str(free_port())], env=node_env, stdout=out, stderr=err,
                                 stdin=subprocess.PIPE, start_new_session=True)
     log.with_name(log.name + PROCESS_RECORD).write_text(f"{proc.pid}\n{' '.join(proc.args)}")
     try:
