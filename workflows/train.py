@@ -206,7 +206,13 @@ def run_training(cfg: TrainConfig, *, address: str | None = None, show_progress:
             with display:
                 result = trainer.fit()
         except Exception as exc:
-            finish_run(tracking_uri, run_id, status="FAILED")
+            from mlflow.exceptions import MlflowException
+
+            try:
+                finish_run(tracking_uri, run_id, status="FAILED")
+            except MlflowException:  # the server is gone as well: the training failure is the news
+                log.warning("warning: could not mark MLflow run %s as FAILED (MLflow at %s does not answer)",
+                            run_id, tracking_uri)
             raise JobFailed(failure_line(exc, session.log_dir)) from exc
         finally:
             _kill_quietly(board)
