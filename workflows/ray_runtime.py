@@ -18,7 +18,8 @@ FORWARDED_ENV = ("MLFLOW_TRACKING_URI", "CENTERNET_GIT_COMMIT", "MLFLOW_TRACKING
                  "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN", "AWS_ACCESS_KEY_ID",
                  "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION",
                  "MLFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
-                 "AWS_EC2_METADATA_DISABLED")
+                 "AWS_EC2_METADATA_DISABLED", "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+                 "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "MLFLOW_HTTP_REQUEST_TIMEOUT")
 DEFAULT_JOBS_ADDRESS = "http://127.0.0.1:8265"
 # Never uploaded with the working directory of a submitted job.
 WORKING_DIR_EXCLUDES = [".git", ".venv", "venv", "**/__pycache__", "*.db", "mlruns", "mlartifacts",
@@ -101,9 +102,11 @@ def ray_session(
         return
     quiet_ray_loggers(verbose)
     probe_address(address)
-    # On a cluster (or inside a submitted job, whose own runtime env Ray refuses to merge with a
-    # driver's) the variables travel in the trainer's worker runtime env instead.
-    runtime_env = {"py_modules": project_modules()} if ship_code and address else None
+    # On a cluster named by ``address`` the job's runtime env carries ``env_vars`` (and the code) to
+    # every task and actor: the nodes know nothing of the user's tracking URI or S3 credentials.
+    # Inside a submitted job (``$RAY_ADDRESS``), whose own runtime env Ray refuses to merge with a
+    # driver's, the submitter's env already holds them.
+    runtime_env = job_runtime_env_for(address, env_vars, ship_code=ship_code)
     try:
         ray.init(address=address, log_to_driver=verbose, runtime_env=runtime_env,
                  logging_level=logging.INFO if verbose else logging.ERROR)
@@ -114,6 +117,20 @@ def ray_session(
         yield RaySession(address or os.environ.get("RAY_ADDRESS"), True, None)
     finally:
         ray.shutdown()
+
+
+def job_runtime_env_for(address: str | None, env_vars: Mapping[str, str] | None, *,
+                        ship_code: bool) -> dict[str, Any] | None:
+    """The runtime env of a driver connecting to ``address``: ``env_vars`` and, with ``ship_code``,
+    this project's packages; ``None`` without an explicit address or anything to carry."""
+    if not address:
+        return None
+    env: dict[str, Any] = {}
+    if env_vars:
+        env["env_vars"] = dict(env_vars)
+    if ship_code:
+        env["py_modules"] = project_modules()
+    return env or None
 
 
 def project_modules() -> list[str]:

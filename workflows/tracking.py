@@ -10,6 +10,7 @@ environment (``workflows/ray_runtime.py``).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -21,6 +22,7 @@ DEFAULT_DB_NAME = "mlruns.db"
 DEFAULT_EXPERIMENT = "centernet"
 GIT_COMMIT_ENV = "CENTERNET_GIT_COMMIT"
 _MAX_PARAM_LENGTH = 6000
+_log = logging.getLogger("centernet.tracking")
 
 
 def resolve_tracking_uri(cwd: str | Path | None = None) -> str:
@@ -146,53 +148,191 @@ def finish_run(
     status: str = "FINISHED",
     artifacts: Sequence[tuple[str | Path, str]] = (),
     metrics: Mapping[str, float] | None = None,
+    late_metrics: Sequence[Any] = (),
 ) -> None:
-    """Log ``(local_path, artifact_dir)`` artifacts and final metrics, and close the run."""
+    """Log ``(local_path, artifact_dir)`` artifacts, final ``metrics`` (step 0) and ``late_metrics``
+    (``mlflow.entities.Metric``: what a worker's :class:`RunLogger` could not send), and close the
+    run. MLflow's errors propagate (after its HTTP retries)."""
     c = client(tracking_uri)
     for local, artifact_path in artifacts:
         if Path(local).is_dir():
             c.log_artifacts(run_id, str(local), artifact_path)
         elif Path(local).is_file():
             c.log_artifact(run_id, str(local), artifact_path)
-    if metrics:
-        RunLogger(tracking_uri, run_id).log_metrics(metrics, step=0, flush=True)
+    batch = [*late_metrics, *metric_entities(metrics or {}, step=0)]
+    for i in range(0, len(batch), 1000):  # log_batch takes at most 1000 metrics
+        c.log_batch(run_id, metrics=batch[i:i + 1000])
     c.set_terminated(run_id, status=status)
 
 
-class RunLogger:
-    """Buffered metric logging into an existing run (used by rank 0 inside the Ray worker)."""
+def metric_entities(metrics: Mapping[str, float], step: int) -> list[Any]:
+    """``mlflow.entities.Metric`` of the finite values of ``metrics`` at ``step``, stamped now, keys
+    made valid for MLflow."""
+    import math
+    import time
 
-    def __init__(self, tracking_uri: str, run_id: str, *, flush_every: int = 50):
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    return [Metric(_metric_key(key), float(value), now, int(step)) for key, value in metrics.items()
+            if math.isfinite(float(value))]
+
+
+class RunLogger:
+    """Metric and artifact logging into an existing run (rank 0 inside the Ray worker; the demo) that
+    outlives an outage of the MLflow server.
+
+    ``log_metrics`` buffers; every ``flush_every`` metrics (or ``flush=True``) the buffer is handed to a
+    background thread that sends it, in order, with ``log_batch`` (``log_figure``/``log_dict`` go the
+    same way). When the server does not answer — after MLflow's own HTTP retries,
+    ``MLFLOW_HTTP_REQUEST_MAX_RETRIES``/``MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR`` — the thread keeps what
+    it could not send, warns once, and tries again every ``retry_interval_s`` until the server is
+    back: the caller never waits for the server and never sees its errors. A request the server
+    refuses (4xx: a bad value) is dropped with a warning instead. :meth:`flush` waits until everything
+    handed over is sent; :meth:`close` also stops the thread and returns the metrics still unsent.
+    """
+
+    def __init__(self, tracking_uri: str, run_id: str, *, flush_every: int = 50, retry_interval_s: float = 5.0):
+        import collections
+        import threading
+
         self.tracking_uri = tracking_uri
         self.run_id = run_id
         self.flush_every = flush_every
+        self.retry_interval_s = retry_interval_s
         self._client = client(tracking_uri)
         self._buffer: list[Any] = []
+        self._queue: collections.deque[tuple[str, Any]] = collections.deque()  # ("metrics", [Metric]) | ("call", fn)
+        self._in_flight = False
+        self._closing = False
+        self._failing_since: float | None = None
+        self.last_error: str | None = None
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._send_loop, name=f"mlflow-logger-{run_id[:8]}", daemon=True)
+        self._thread.start()
 
     def log_metrics(self, metrics: Mapping[str, float], step: int, *, flush: bool = False) -> None:
-        import math
-        import time
-
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        for key, value in metrics.items():
-            value = float(value)
-            if math.isfinite(value):
-                self._buffer.append(Metric(_metric_key(key), value, now, int(step)))
+        """Buffer ``metrics`` at ``step`` (non-finite values are left out); hand the buffer to the
+        sender when it holds ``flush_every`` metrics or ``flush``. Never blocks on the server."""
+        self._buffer += metric_entities(metrics, step)
         if flush or len(self._buffer) >= self.flush_every:
-            self.flush()
+            self._hand_over()
 
-    def flush(self) -> None:
-        while self._buffer:
-            batch, self._buffer = self._buffer[:1000], self._buffer[1000:]
-            self._client.log_batch(self.run_id, metrics=batch)
+    def flush(self, timeout_s: float | None = None) -> bool:
+        """Hand over the buffer and wait until everything is sent (at most ``timeout_s``); whether it was."""
+        self._hand_over()
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._queue and not self._in_flight, timeout=timeout_s)
+
+    def close(self, timeout_s: float | None = None) -> list[Any]:
+        """:meth:`flush` (at most ``timeout_s``), stop the sender, and return the metrics it could not
+        send (``mlflow.entities.Metric``; empty when everything arrived)."""
+        self.flush(timeout_s)
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+            unsent = [m for kind, item in self._queue if kind == "metrics" for m in item]
+            self._queue.clear()
+        return unsent
+
+    @property
+    def pending(self) -> int:
+        """Operations handed over and not sent yet (metric batches, artifacts)."""
+        with self._cond:
+            return len(self._queue) + int(self._in_flight)
 
     def log_figure(self, figure: Any, artifact_file: str) -> None:
-        self._client.log_figure(self.run_id, figure, artifact_file)
+        """Render ``figure`` now (PNG) and send it as ``artifact_file`` in the background."""
+        import io
+
+        data = io.BytesIO()
+        figure.savefig(data, format="png")
+        self._submit("call", lambda: self._log_bytes(data.getvalue(), artifact_file))
 
     def log_dict(self, data: Mapping[str, Any], artifact_file: str) -> None:
-        self._client.log_dict(self.run_id, dict(data), artifact_file)
+        payload = json.loads(json.dumps(dict(data)))  # a copy: the caller may change ``data``
+        self._submit("call", lambda: self._client.log_dict(self.run_id, payload, artifact_file))
+
+    def _log_bytes(self, data: bytes, artifact_file: str) -> None:
+        import tempfile
+
+        directory, _, name = artifact_file.rpartition("/")
+        with tempfile.TemporaryDirectory(prefix="centernet-artifact-") as tmp:
+            (Path(tmp) / name).write_bytes(data)
+            self._client.log_artifact(self.run_id, str(Path(tmp) / name), directory or None)
+
+    def _hand_over(self) -> None:
+        batch, self._buffer = self._buffer, []
+        for i in range(0, len(batch), 1000):  # log_batch takes at most 1000 metrics
+            self._submit("metrics", batch[i:i + 1000])
+
+    def _submit(self, kind: str, item: Any) -> None:
+        with self._cond:
+            if self._closing:
+                raise RuntimeError(f"RunLogger of run {self.run_id} is closed")
+            self._queue.append((kind, item))
+            self._cond.notify_all()
+
+    def _send_loop(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._queue or self._closing)
+                if self._closing:
+                    return
+                kind, item = self._queue[0]
+                self._in_flight = True
+            try:
+                if kind == "metrics":
+                    self._client.log_batch(self.run_id, metrics=item)
+                else:
+                    item()
+            except Exception as exc:
+                if not _worth_retrying(exc):
+                    _log.warning("warning: MLflow refused a logging request of run %s, dropped: %s", self.run_id,
+                                 _one_line(exc))
+                    self._done_with_first()
+                    continue
+                with self._cond:
+                    self._in_flight = False
+                    self.last_error = _one_line(exc)
+                    if self._failing_since is None:
+                        import time
+
+                        self._failing_since = time.monotonic()
+                        _log.warning("warning: MLflow at %s does not answer; metrics are kept and sent when it is "
+                                     "back (retrying every %.0f s): %s", self.tracking_uri, self.retry_interval_s,
+                                     self.last_error)
+                    self._cond.notify_all()
+                    self._cond.wait_for(lambda: self._closing, timeout=self.retry_interval_s)
+                continue
+            self._done_with_first()
+
+    def _done_with_first(self) -> None:
+        import time
+
+        with self._cond:
+            if self._queue:  # close() may have taken it back meanwhile
+                self._queue.popleft()
+            self._in_flight = False
+            if self._failing_since is not None:
+                _log.warning("MLflow at %s answers again after %.0f s; sending what was kept", self.tracking_uri,
+                             time.monotonic() - self._failing_since)
+                self._failing_since = None
+            self._cond.notify_all()
+
+
+def _worth_retrying(exc: Exception) -> bool:
+    """A connection failure or a server error (5xx, 429) may pass; a refused request (4xx) will not."""
+    from mlflow.exceptions import MlflowException
+
+    if not isinstance(exc, MlflowException):
+        return True
+    status = exc.get_http_status_code()
+    return status >= 500 or status == 429
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())[:400]
 
 
 def _metric_key(key: str) -> str:

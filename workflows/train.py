@@ -175,7 +175,7 @@ def run_training(cfg: TrainConfig, *, address: str | None = None, show_progress:
     already holds a run. Raises :class:`workflows.errors.UserError` for what the user can fix
     before anything starts and :class:`workflows.errors.JobFailed` when training fails for good."""
     from workflows.ray_runtime import probe_address, ray_session, worker_env_vars
-    from workflows.tracking import finish_run, resolve_tracking_uri, start_run
+    from workflows.tracking import finish_run, resolve_tracking_uri
 
     probe_address(address)
     name = run_name(cfg)
@@ -192,9 +192,9 @@ def run_training(cfg: TrainConfig, *, address: str | None = None, show_progress:
     tracking_uri = resolve_tracking_uri()
     env_vars = worker_env_vars(tracking_uri)
     meta = read_run_meta(run_dir)
-    run_id = start_run(tracking_uri, experiment=cfg.experiment, run_name=name,
-                       params={**run_params(cfg, data), **pretrained}, tags=run_tags(cfg, data, run_dir),
-                       run_id=meta["mlflow_run_id"] if meta else None)
+    run_id = open_run(tracking_uri, experiment=cfg.experiment, run_name=name,
+                      params={**run_params(cfg, data), **pretrained}, tags=run_tags(cfg, data, run_dir),
+                      run_id=meta["mlflow_run_id"] if meta else None)
     write_run_meta(run_dir, {"mlflow_run_id": run_id, "tracking_uri": tracking_uri, "config": cfg.to_dict()})
     describe_job(cfg, data, run_dir, run_id, tracking_uri)
 
@@ -212,22 +212,74 @@ def run_training(cfg: TrainConfig, *, address: str | None = None, show_progress:
             with display:
                 result = trainer.fit()
         except Exception as exc:
-            finish_run(tracking_uri, run_id, status="FAILED")
+            from mlflow.exceptions import MlflowException
+
+            try:
+                finish_run(tracking_uri, run_id, status="FAILED")
+            except MlflowException:  # the server is gone as well: the training failure is the news
+                log.warning("warning: could not mark MLflow run %s as FAILED (MLflow at %s does not answer)",
+                            run_id, tracking_uri)
             raise JobFailed(failure_line(exc, session.log_dir)) from exc
         finally:
             _kill_quietly(board)
         artifacts = [(d.manifest, kind) for d, kind in ((data.train, "data"), (data.val, "val_data"))
                      if d is not None and d.manifest]
+        late = (result.return_value or {}).get("unsent_metrics", [])
         checkpoint_path = None
         if result.checkpoint is not None:
-            checkpoint_path = f"{result.checkpoint.path}/{CHECKPOINT_FILE}"
+            checkpoint_path = checkpoint_uri(result.checkpoint)
             with result.checkpoint.as_directory() as local_dir:  # downloads from remote storage
                 artifacts.append((f"{local_dir}/{CHECKPOINT_FILE}", "checkpoint"))
-                finish_run(tracking_uri, run_id, artifacts=artifacts)
+                close_run(tracking_uri, run_id, artifacts, late, checkpoint_path or run_dir)
         else:
-            finish_run(tracking_uri, run_id, artifacts=artifacts)
+            close_run(tracking_uri, run_id, artifacts, late, run_dir)
     return TrainOutcome(result, run_dir, run_id, tracking_uri, checkpoint_path, dict(result.metrics or {}),
                         result.return_value)
+
+
+def open_run(tracking_uri: str, **kwargs: Any) -> str:
+    """:func:`workflows.tracking.start_run`; a server that does not answer (after MLflow's HTTP retries,
+    ``MLFLOW_HTTP_REQUEST_MAX_RETRIES``) is a :class:`UserError` before anything starts."""
+    from mlflow.exceptions import MlflowException
+
+    from workflows.tracking import start_run
+
+    try:
+        return start_run(tracking_uri, **kwargs)
+    except MlflowException as exc:
+        if exc.get_http_status_code() < 500:
+            raise
+        raise UserError(f"MLflow at {tracking_uri} does not answer ({' '.join(str(exc).split())[:300]}); start it or "
+                        f"set MLFLOW_TRACKING_URI to a running server") from None
+
+
+def close_run(tracking_uri: str, run_id: str, artifacts: list[tuple[str, str]], late_metrics: list[Any],
+              where: str) -> None:
+    """Close a finished job's MLflow run (artifacts, the metrics rank 0 could not send); a server that
+    does not answer even after MLflow's HTTP retries is a one-line :class:`JobFailed` saying where the
+    trained model is."""
+    from mlflow.exceptions import MlflowException
+
+    from workflows.tracking import finish_run
+
+    try:
+        finish_run(tracking_uri, run_id, artifacts=artifacts, late_metrics=late_metrics)
+    except MlflowException as exc:
+        raise JobFailed(f"training finished ({where}), but MLflow at {tracking_uri} did not take run {run_id}'s "
+                        f"results: {' '.join(str(exc).split())[:300]}") from None
+
+
+def checkpoint_uri(checkpoint: Any) -> str:
+    """Where a Ray Train checkpoint's ``checkpoint.pt`` is, as a user names it: a local path, or a
+    URI with its scheme (``s3://bucket/...``; Ray keeps the path without it)."""
+    import pyarrow.fs as pafs
+
+    path = f"{checkpoint.path}/{CHECKPOINT_FILE}"
+    fs = checkpoint.filesystem
+    if fs is None or isinstance(fs, pafs.LocalFileSystem):
+        return path
+    scheme = {"gcs": "gs"}.get(fs.type_name, fs.type_name)
+    return f"{scheme}://{path}"
 
 
 def describe_job(cfg: TrainConfig, data: JobData, run_dir: str, run_id: str, tracking_uri: str) -> None:

@@ -26,6 +26,8 @@ from workflows.progress import find_board
 from workflows.train_config import TrainConfig
 
 CHECKPOINT_FILE = "checkpoint.pt"
+# How long rank 0 waits at the end of training for an MLflow server that went away to take its metrics.
+FINAL_FLUSH_TIMEOUT_S = 120
 
 
 @dataclass
@@ -89,12 +91,25 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
         _report(w, state, info, val_info, epoch)
     shares = gather({"rank": w.rank, "node_id": w.node_id, "pid": os.getpid(),
                      "image_ids": sorted(first_ids or [])}, w.world)
-    if w.logger is not None:
-        w.logger.flush()
+    unsent = _close_logger(w.logger)
     if w.rank != 0:
         return None
     return {"epochs": w.cfg.epochs, "start_epoch": state.start_epoch, "global_step": state.global_step,
-            "metrics": state.metrics, "shares": shares}
+            "metrics": state.metrics, "shares": shares, "unsent_metrics": unsent}
+
+
+def _close_logger(logger: Any | None) -> list[Any]:
+    """Wait (at most ``FINAL_FLUSH_TIMEOUT_S``) until rank 0's metrics are in MLflow; those the server
+    did not take by then go back to the driver (``mlflow.entities.Metric``), which logs them when it
+    closes the run."""
+    if logger is None:
+        return []
+    unsent = logger.close(timeout_s=FINAL_FLUSH_TIMEOUT_S)
+    if unsent:
+        logging.getLogger("centernet.train").warning(
+            "warning: MLflow at %s did not take %d metrics within %d s (%s); the driver logs them",
+            logger.tracking_uri, len(unsent), FINAL_FLUSH_TIMEOUT_S, logger.last_error)
+    return unsent
 
 
 def _worker(loop_config: dict[str, Any]) -> Worker:

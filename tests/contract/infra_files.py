@@ -62,6 +62,9 @@ NOT_SET_BY_STACK: dict[str, str] = {
     "RAY_JOBS_ADDRESS": "client side",
     "RAY_AUTH_TOKEN_PATH": "client side alternative to RAY_AUTH_TOKEN",
     "AWS_ENDPOINT_URL": "the stack sets the S3-only AWS_ENDPOINT_URL_S3; forwarded when a user sets it",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "MLflow client's retries; MLflow's default unless a user sets it",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "MLflow client's retry backoff; MLflow's default unless a user sets it",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "MLflow client's request timeout; MLflow's default unless a user sets it",
 }
 
 

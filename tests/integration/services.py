@@ -160,9 +160,9 @@ def spawn(cmd: list[str], log: Path, env: Mapping[str, str]) -> subprocess.Popen
     return proc
 
 
-def stop(proc: subprocess.Popen, *, grace_s: float = 15.0) -> None:
-    """SIGTERM to the process group, SIGKILL after ``grace_s``."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+def stop(proc: subprocess.Popen, *, grace_s: float = 15.0, signal_first: int = signal.SIGTERM) -> None:
+    """``signal_first`` (SIGTERM) to the process group, SIGKILL after ``grace_s``."""
+    for sig in dict.fromkeys((signal_first, signal.SIGKILL)):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
@@ -399,25 +399,66 @@ def _kill_postmaster(data: Path) -> None:
 
 # --- MLflow ---------------------------------------------------------------------------------------
 
+class MlflowServer:
+    """``mlflow server`` on a loopback port, backend store ``postgres``, artifacts proxied to
+    ``s3://<bucket>/<artifacts_prefix>``; it can be killed and started again on the same port (the
+    same tracking URI), as a server that crashes and is restarted."""
+
+    def __init__(self, root: Path, postgres: Postgres, s3: S3Server, *, artifacts_prefix: str = "mlartifacts"):
+        self.log = root / "mlflow.log"
+        self.destination = s3.uri(artifacts_prefix)
+        self._postgres = postgres
+        # no background job runner (MLflow's GenAI jobs): nothing here uses it
+        self._env = child_env({**s3.env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+        self.port: int | None = None
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def tracking_uri(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    def _command(self, port: int) -> list[str]:
+        return [str(BIN / "mlflow"), "server", "--host", LOOPBACK, "--port", str(port), "--workers", "1",
+                "--backend-store-uri", self._postgres.uri, "--artifacts-destination", self.destination,
+                # SIGTERM: stop within seconds even with client connections still open
+                "--uvicorn-opts", "--timeout-graceful-shutdown 3"]
+
+    def start(self, *, timeout_s: float = 300) -> float:
+        """Start on a free port, or on the port of the previous start; returns the seconds it took.
+        The first start creates MLflow's tables in PostgreSQL (a minute on a busy machine)."""
+        began = time.monotonic()
+        ready = f"http://{LOOPBACK}:{{port}}/health"
+        if self.port is None:
+            self.proc, self.port = start_on_free_port(self._command, what="mlflow server", ready_url=ready,
+                                                      log=self.log, env=self._env, timeout_s=timeout_s)
+        else:
+            self.proc = spawn(self._command(self.port), self.log, self._env)
+            wait_until(lambda: http_answers(ready.format(port=self.port)), what="mlflow server (restart)",
+                       timeout_s=timeout_s, proc=self.proc, log=self.log)
+        return time.monotonic() - began
+
+    def kill(self) -> None:
+        """SIGKILL the server and its workers at once: a crash, nothing flushed or closed."""
+        if self.proc is not None:
+            stop(self.proc, signal_first=signal.SIGKILL)
+            self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop(self.proc)
+            self.proc = None
+
+
 @contextlib.contextmanager
 def mlflow_server(root: Path, postgres: Postgres, s3: S3Server, *,
-                  artifacts_prefix: str = "mlartifacts") -> Iterator[tuple[str, str]]:
-    """``mlflow server`` on a free loopback port, backend store ``postgres``, artifacts proxied to
-    ``s3://<bucket>/<artifacts_prefix>``. Yields (tracking URI, artifacts destination)."""
-    destination = s3.uri(artifacts_prefix)
-    proc, port = start_on_free_port(
-        lambda port: [str(BIN / "mlflow"), "server", "--host", LOOPBACK, "--port", str(port), "--workers", "1",
-                      "--backend-store-uri", postgres.uri, "--artifacts-destination", destination,
-                      # SIGTERM: stop within seconds even with client connections still open
-                      "--uvicorn-opts", "--timeout-graceful-shutdown 3"],
-        # the first start creates MLflow's tables in PostgreSQL (a minute on a busy machine)
-        what="mlflow server", ready_url=f"http://{LOOPBACK}:{{port}}/health", log=root / "mlflow.log",
-        # no background job runner (MLflow's GenAI jobs): nothing here uses it
-        env=child_env({**s3.env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}), timeout_s=300)
+                  artifacts_prefix: str = "mlartifacts") -> Iterator[MlflowServer]:
+    """A started :class:`MlflowServer`, stopped on exit."""
+    server = MlflowServer(root, postgres, s3, artifacts_prefix=artifacts_prefix)
     try:
-        yield f"http://{LOOPBACK}:{port}", destination
+        server.start()
+        yield server
     finally:
-        stop(proc)
+        server.stop()
 
 
 @contextlib.contextmanager
@@ -436,9 +477,73 @@ def running_mlflow_stack(root: Path, pg_bin: Path, s3: S3Server | None = None) -
         if s3 is None:
             s3 = timed("s3", s3_server(root))
         postgres = timed("postgres", postgres_server(root, pg_bin))
-        uri, destination = timed("mlflow", mlflow_server(root, postgres, s3))
-        yield MlflowStack(tracking_uri=uri, postgres=postgres, s3=s3, artifacts_destination=destination,
-                          started_in_s=timings)
+        server = timed("mlflow", mlflow_server(root, postgres, s3))
+        yield MlflowStack(tracking_uri=server.tracking_uri, postgres=postgres, s3=s3,
+                          artifacts_destination=server.destination, started_in_s=timings)
+
+
+# --- Ray ------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RayCluster:
+    """A Ray cluster of ``ray start`` nodes on this machine, all on 127.0.0.1."""
+
+    address: str  # the head's GCS, 127.0.0.1:PORT (what `--address` takes)
+    nodes: int
+    temp_dir: Path
+
+
+# One process holding the nodes: `ray start --address` refuses to join a second node to a head on
+# 127.0.0.1 (with RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, which keeps Ray's guessed addresses on loopback,
+# it refuses multi-node; with 1 it rewrites 127.0.0.1 to the machine's address), Ray's test cluster
+# does not: each node is a full set of Ray processes (GCS on the head, a raylet each) on 127.0.0.1.
+_RAY_CLUSTER_PROCESS = """
+import sys, time
+from ray.cluster_utils import Cluster
+nodes, cpus, temp_dir, dashboard_port = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+common = {"num_cpus": cpus, "num_gpus": 0, "object_store_memory": 100 * 2**20}
+cluster = Cluster(initialize_head=True, head_node_args={**common, "include_dashboard": False, "temp_dir": temp_dir,
+                                                        "dashboard_port": dashboard_port})
+try:
+    for _ in range(nodes - 1):
+        cluster.add_node(**common)
+    cluster.wait_for_nodes()
+    print(cluster.address, flush=True)
+    sys.stdin.read()  # until the test closes it (Ray's nodes handle SIGTERM by draining for 30 s)
+finally:
+    began = time.monotonic()
+    cluster.shutdown()
+    print(f"cluster shut down in {time.monotonic() - began:.1f} s", file=sys.stderr, flush=True)
+"""
+
+
+@contextlib.contextmanager
+def ray_cluster(root: Path, *, nodes: int = 2, cpus_per_node: int = 1,
+                env: Mapping[str, str] | None = None, timeout_s: float = 180) -> Iterator[RayCluster]:
+    """A Ray cluster of ``nodes`` nodes with ``cpus_per_node`` CPUs each on 127.0.0.1, its processes
+    in one process group with ``env`` (the surrounding shell's MLflow/AWS settings left out, as on a
+    fresh machine); shut down and its files removed on exit. Ray's socket paths, under ``root``, must
+    stay within 107 bytes: keep ``root`` short."""
+    temp_dir = root / "t"
+    temp_dir.mkdir()
+    log = root / "ray-cluster.log"
+    node_env = child_env({"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", **(env or {})})
+    address_file = root / "ray-cluster.address"
+    with open(address_file, "wb") as out, open(log, "ab") as err:
+        proc = subprocess.Popen([sys.executable, "-c", _RAY_CLUSTER_PROCESS, str(nodes), str(cpus_per_node),
+                                 str(temp_dir), str(free_port())], env=node_env, stdout=out, stderr=err,
+                                stdin=subprocess.PIPE, start_new_session=True)
+    log.with_name(log.name + PROCESS_RECORD).write_text(f"{proc.pid}\n{' '.join(proc.args)}")
+    try:
+        wait_until(lambda: address_file.read_text().strip() != "", what="ray cluster", timeout_s=timeout_s,
+                   proc=proc, log=log)
+        yield RayCluster(address=address_file.read_text().strip(), nodes=nodes, temp_dir=temp_dir)
+    finally:
+        proc.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=60)
+        stop(proc)  # whatever is left in its process group
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 # --- pytest fixtures ------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ def _run(*, images: Path, annotations: Path, out: str, workers: int | None = Non
     from pipeline.precompute import precompute
     from pipeline.schema import PrecomputeSettings
     from workflows.errors import UserError
-    from workflows.ray_runtime import ray_session
+    from workflows.ray_runtime import ray_session, worker_env_vars
     from workflows.user_paths import on_cluster, resolve_user_path
 
     cluster = on_cluster(address)
@@ -51,7 +51,9 @@ def _run(*, images: Path, annotations: Path, out: str, workers: int | None = Non
     except ValueError as exc:
         raise UserError(str(exc)) from None
     try:
-        with ray_session(address, num_cpus=workers, dashboard=False, verbose=verbose, ship_code=True):
+        # the tasks write to --out: on a cluster they need the S3 settings of this shell
+        with ray_session(address, env_vars=worker_env_vars(), num_cpus=workers, dashboard=False, verbose=verbose,
+                         ship_code=True):
             result = precompute(images_dir, annotations_file, out_dir, settings, chunk_size=chunk_size,
                                 workers=workers, progress=not quiet and sys.stderr.isatty())
     except (ValueError, FileNotFoundError) as exc:
