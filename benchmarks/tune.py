@@ -83,7 +83,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="centernet-bench-tune-") as tmp:
         root = Path(tmp)
         shards = make_shards(root / "data")
-        results = {name: run_search(name, shards, root, args) for name in ("asha", "fifo")}
+        results = {}
+        for name in ("asha", "fifo"):
+            results[name] = r = run_search(name, shards, root, args)
+            print(f"{name}: {r['epochs']} trial-epochs, {r['steps']} steps, best val AP "
+                  f"{r['outcome'].best.val_ap:.4f}, {r['wall']:.0f} s", flush=True)  # a partial result survives
         startups, epochs = trial_timings(results["asha"])
         more_startups, more_epochs = trial_timings(results["fifo"])
     asha, fifo = results["asha"], results["fifo"]
