@@ -19,9 +19,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import default_collate
 
-from centernet.heatmap import render_heatmaps
+from centernet.heatmap import HeatmapCanvas
 
 SPARSE_KEYS = ("hm_index", "hm_value", "hm_shape")
+_CANVAS = HeatmapCanvas()  # the process's kept CPU heatmap buffers (training renders one batch at a time)
 
 
 def _stack_images(images: list[Tensor]) -> Tensor:
@@ -83,10 +84,12 @@ def collate_samples(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 def dense_heatmaps(batch: Mapping[str, Any], device: torch.device | str) -> Tensor:
     """The batch's heatmaps ``[B, C, H/4, W/4]`` float32 on ``device``: its dense "hm" moved, or
-    its sparse one (:func:`collate_samples`) rendered there by :func:`render_heatmaps`."""
+    its sparse one (:func:`collate_samples`) rendered there by ``centernet.heatmap.render_heatmaps``
+    (on the CPU into buffers kept between batches, :class:`centernet.heatmap.HeatmapCanvas`: do not
+    write into the result through ``.numpy()`` or ``.data``)."""
     if "hm" in batch:
         return batch["hm"].to(device, non_blocking=True)
     b = int(batch["image"].shape[0])
     index = batch["hm_index"].to(device, non_blocking=True)  # [P]
     value = batch["hm_value"].to(device, non_blocking=True)  # [P]
-    return render_heatmaps(index, value, (b, *batch["hm_shape"]))
+    return _CANVAS.render(index, value, (b, *batch["hm_shape"]))

@@ -17,11 +17,18 @@ lists are small (8 KB per COCO sample vs 5.2 MB dense) and concatenating them ne
 and exact even if a pixel is listed more than once; ``scatter_reduce`` with ``amax`` is
 deterministic on CUDA (it is not among the operations ``torch.use_deterministic_algorithms``
 refuses).
+
+On the CPU a fresh ``[32, 80, 128, 128]`` batch (168 MB) costs more than the rest of the data path:
+the allocator hands large blocks back to the OS, so every batch pays page faults plus a full
+memset. :class:`HeatmapCanvas` keeps the dense buffers instead (what CUDA's caching allocator does
+for device memory) and, once the caller has dropped a batch, clears only the pixels it wrote.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -41,15 +48,93 @@ def render_heatmaps(hm_index: Tensor, hm_value: Tensor, shape: tuple[int, int, i
 
     Every pixel not listed is 0; a pixel listed more than once gets the largest value.
     """
-    b, c, h, w = (int(v) for v in shape)
+    b, c, h, w = _checked_shape(hm_index, hm_value, shape)
+    dense = torch.zeros(b * c * h * w, dtype=torch.float32, device=hm_value.device)  # [B*C*H*W]
+    _scatter(dense, hm_index.to(torch.int64), hm_value)
+    return dense.view(b, c, h, w)
+
+
+def _checked_shape(hm_index: Tensor, hm_value: Tensor, shape: tuple[int, int, int, int]) -> tuple[int, ...]:
     if hm_index.shape != hm_value.shape or hm_index.dim() != 1:
         raise ValueError(f"hm_index and hm_value must be [P] tensors of one length, got "
                          f"{tuple(hm_index.shape)} and {tuple(hm_value.shape)}")
-    dense = torch.zeros(b * c * h * w, dtype=torch.float32, device=hm_value.device)  # [B*C*H*W]
+    return tuple(int(v) for v in shape)
+
+
+def _scatter(dense: Tensor, hm_index: Tensor, hm_value: Tensor) -> None:
+    """``dense[i] = max(dense[i], v)`` for every (i, v): ``dense`` ``[N]`` float32, ``hm_index`` ``[P]`` int64."""
     if hm_index.numel():
-        dense.scatter_reduce_(0, hm_index.to(torch.int64), hm_value.to(torch.float32), reduce="amax",
-                              include_self=True)
-    return dense.view(b, c, h, w)
+        dense.scatter_reduce_(0, hm_index, hm_value.to(torch.float32), reduce="amax", include_self=True)
+
+
+@dataclass
+class _Buffer:
+    """One kept dense buffer and what its last render wrote into it."""
+
+    dense: Tensor  # [N] float32
+    storage: int  # its StorageImpl, for the use count
+    free_uses: int  # the storage's use count while only this buffer holds it
+    index: Tensor  # [P] int64, the pixels the last render wrote
+    index_version: int  # index._version then (an in-place change of the index list is noticed)
+    version: int  # dense._version after that render (an in-place write by the caller is noticed)
+
+    def is_free(self) -> bool:
+        return torch._C._storage_Use_Count(self.storage) == self.free_uses
+
+    def clear(self) -> None:
+        """Back to all zeros: only the pixels the last render wrote, unless someone wrote into it."""
+        if self.dense._version == self.version and self.index._version == self.index_version:
+            self.dense.index_fill_(0, self.index, 0.0)
+        else:
+            self.dense.zero_()
+
+
+class HeatmapCanvas:
+    """:func:`render_heatmaps` into dense CPU buffers kept between batches (non-CPU devices: plain
+    :func:`render_heatmaps`, their allocators already keep memory).
+
+    A buffer is reused only when nothing outside holds it any more (no tensor or view of the batch
+    returned earlier is alive: the storage's use count), and is then cleared by zeroing just the
+    pixels its last render wrote, or all of it when it was written in place since (its version
+    counter); the result is bit for bit :func:`render_heatmaps`'s. Writes that bypass the version
+    counter (through ``.numpy()`` or ``.data``) into a returned batch are not allowed. Keeps at most
+    ``slots`` buffers (the most recent); thread-safe.
+    """
+
+    def __init__(self, slots: int = 2):
+        if slots < 1:
+            raise ValueError(f"slots must be >= 1, got {slots!r}")
+        self.slots = int(slots)
+        self._buffers: list[_Buffer] = []
+        self._lock = threading.Lock()
+
+    def render(self, hm_index: Tensor, hm_value: Tensor, shape: tuple[int, int, int, int]) -> Tensor:
+        """:func:`render_heatmaps` (same arguments, same result) into a kept buffer on the CPU."""
+        if hm_value.device.type != "cpu":
+            return render_heatmaps(hm_index, hm_value, shape)
+        b, c, h, w = _checked_shape(hm_index, hm_value, shape)
+        index = hm_index.to(torch.int64)  # [P]
+        with self._lock:
+            buffer = self._take(b * c * h * w)
+            _scatter(buffer.dense, index, hm_value)
+            buffer.index, buffer.index_version, buffer.version = index, index._version, buffer.dense._version
+            return buffer.dense.view(b, c, h, w)
+
+    def _take(self, numel: int) -> _Buffer:
+        """A free all-zero buffer of ``numel`` elements: a kept one, else a new one (kept instead of
+        the oldest)."""
+        for buffer in self._buffers:
+            if buffer.dense.numel() == numel and buffer.is_free():
+                buffer.clear()
+                self._buffers.remove(buffer)
+                self._buffers.append(buffer)
+                return buffer
+        dense = torch.zeros(numel, dtype=torch.float32)  # [N]
+        storage = dense.untyped_storage()._cdata
+        empty = torch.zeros(0, dtype=torch.int64)
+        buffer = _Buffer(dense, storage, torch._C._storage_Use_Count(storage), empty, 0, dense._version)
+        self._buffers = [*self._buffers, buffer][-self.slots:]
+        return buffer
 
 
 def dense_heatmap(sample: Mapping[str, Any]) -> np.ndarray:
