@@ -26,7 +26,6 @@ for device memory) and, once the caller has dropped a batch, clears only the pix
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+
+from centernet.buffers import KeptBuffers
 
 
 def render_heatmaps(hm_index: Tensor, hm_value: Tensor, shape: tuple[int, int, int, int]) -> Tensor:
@@ -67,46 +68,27 @@ def _scatter(dense: Tensor, hm_index: Tensor, hm_value: Tensor) -> None:
         dense.scatter_reduce_(0, hm_index, hm_value.to(torch.float32), reduce="amax", include_self=True)
 
 
-@dataclass
-class _Buffer:
-    """One kept dense buffer and what its last render wrote into it."""
+@dataclass(frozen=True)
+class _Written:
+    """What a render left in a kept buffer: the pixels it wrote and the version counters then."""
 
-    dense: Tensor  # [N] float32
-    storage: int  # its StorageImpl, for the use count
-    free_uses: int  # the storage's use count while only this buffer holds it
-    index: Tensor  # [P] int64, the pixels the last render wrote
-    index_version: int  # index._version then (an in-place change of the index list is noticed)
-    version: int  # dense._version after that render (an in-place write by the caller is noticed)
-
-    def is_free(self) -> bool:
-        return torch._C._storage_Use_Count(self.storage) == self.free_uses
-
-    def clear(self) -> None:
-        """Back to all zeros: only the pixels the last render wrote, unless someone wrote into it."""
-        if self.dense._version == self.version and self.index._version == self.index_version:
-            self.dense.index_fill_(0, self.index, 0.0)
-        else:
-            self.dense.zero_()
+    index: Tensor  # [P] int64
+    index_version: int  # index._version (an in-place change of the index list is noticed)
+    version: int  # the buffer's _version (an in-place write by the caller is noticed)
 
 
 class HeatmapCanvas:
-    """:func:`render_heatmaps` into dense CPU buffers kept between batches (non-CPU devices: plain
-    :func:`render_heatmaps`, their allocators already keep memory).
+    """:func:`render_heatmaps` into dense CPU buffers kept between batches (:class:`KeptBuffers`;
+    non-CPU devices: plain :func:`render_heatmaps`, their allocators already keep memory).
 
-    A buffer is reused only when nothing outside holds it any more (no tensor or view of the batch
-    returned earlier is alive: the storage's use count), and is then cleared by zeroing just the
-    pixels its last render wrote, or all of it when it was written in place since (its version
-    counter); the result is bit for bit :func:`render_heatmaps`'s. Writes that bypass the version
-    counter (through ``.numpy()`` or ``.data``) into a returned batch are not allowed. Keeps at most
-    ``slots`` buffers (the most recent); thread-safe.
+    A kept buffer is cleared by zeroing just the pixels its last render wrote, or all of it when it
+    was written in place since (its version counter); the result is bit for bit
+    :func:`render_heatmaps`'s. Writes that bypass the version counter (through ``.numpy()`` or
+    ``.data``) into a returned batch are not allowed. Thread-safe.
     """
 
     def __init__(self, slots: int = 2):
-        if slots < 1:
-            raise ValueError(f"slots must be >= 1, got {slots!r}")
-        self.slots = int(slots)
-        self._buffers: list[_Buffer] = []
-        self._lock = threading.Lock()
+        self._buffers = KeptBuffers(slots)
 
     def render(self, hm_index: Tensor, hm_value: Tensor, shape: tuple[int, int, int, int]) -> Tensor:
         """:func:`render_heatmaps` (same arguments, same result) into a kept buffer on the CPU."""
@@ -114,27 +96,18 @@ class HeatmapCanvas:
             return render_heatmaps(hm_index, hm_value, shape)
         b, c, h, w = _checked_shape(hm_index, hm_value, shape)
         index = hm_index.to(torch.int64)  # [P]
-        with self._lock:
-            buffer = self._take(b * c * h * w)
-            _scatter(buffer.dense, index, hm_value)
-            buffer.index, buffer.index_version, buffer.version = index, index._version, buffer.dense._version
-            return buffer.dense.view(b, c, h, w)
-
-    def _take(self, numel: int) -> _Buffer:
-        """A free all-zero buffer of ``numel`` elements: a kept one, else a new one (kept instead of
-        the oldest)."""
-        for buffer in self._buffers:
-            if buffer.dense.numel() == numel and buffer.is_free():
-                buffer.clear()
-                self._buffers.remove(buffer)
-                self._buffers.append(buffer)
-                return buffer
-        dense = torch.zeros(numel, dtype=torch.float32)  # [N]
-        storage = dense.untyped_storage()._cdata
-        empty = torch.zeros(0, dtype=torch.int64)
-        buffer = _Buffer(dense, storage, torch._C._storage_Use_Count(storage), empty, 0, dense._version)
-        self._buffers = [*self._buffers, buffer][-self.slots:]
-        return buffer
+        kept = self._buffers.take(b * c * h * w, torch.float32)
+        dense = kept.tensor  # [B*C*H*W]
+        written: _Written | None = kept.state
+        if written is None:
+            dense.zero_()
+        elif dense._version == written.version and written.index._version == written.index_version:
+            dense.index_fill_(0, written.index, 0.0)
+        else:
+            dense.zero_()
+        _scatter(dense, index, hm_value)
+        kept.state = _Written(index, index._version, dense._version)
+        return dense.view(b, c, h, w)
 
 
 def dense_heatmap(sample: Mapping[str, Any]) -> np.ndarray:

@@ -166,6 +166,27 @@ def test_collate_keeps_targets_sparse_and_names_bad_samples():
         collate_samples([{**good, "hm_value": np.ones(3, np.float32)}])
 
 
+
+def test_collated_images_go_to_kept_buffers_only_when_the_last_batch_is_dropped():
+    rng = np.random.default_rng(14)
+
+    def samples() -> list[dict[str, torch.Tensor]]:  # channels-last uint8 views, as the readers give
+        return [{"image": torch.from_numpy(rng.integers(0, 256, (6, 5, 3), dtype=np.uint8)).permute(2, 0, 1)}
+                for _ in range(3)]
+
+    first_samples, second_samples = samples(), samples()
+    first = collate_samples(first_samples)["image"]  # [3, 3, 6, 5]
+    second = collate_samples(second_samples)["image"]  # first still held: another buffer
+    assert first.data_ptr() != second.data_ptr() and first.stride() == (90, 1, 15, 3)
+    for batch, group in ((first, first_samples), (second, second_samples)):
+        assert torch.equal(batch, torch.stack([s["image"] for s in group]))
+    address = first.data_ptr()
+    del first
+    third_samples = samples()
+    third = collate_samples(third_samples)["image"]
+    assert third.data_ptr() == address and torch.equal(third, torch.stack([s["image"] for s in third_samples]))
+    assert torch.equal(second, torch.stack([s["image"] for s in second_samples]))
+
 def test_training_step_through_the_sparse_path_equals_the_dense_path():
     from centernet.models import build_model
 
