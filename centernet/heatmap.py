@@ -70,10 +70,9 @@ def _scatter(dense: Tensor, hm_index: Tensor, hm_value: Tensor) -> None:
 
 @dataclass(frozen=True)
 class _Written:
-    """What a render left in a kept buffer: the pixels it wrote and the version counters then."""
+    """What a render left in a kept buffer: the pixels it wrote and the buffer's version counter then."""
 
-    index: Tensor  # [P] int64
-    index_version: int  # index._version (an in-place change of the index list is noticed)
+    index: Tensor  # [P] int64, the canvas's own copy
     version: int  # the buffer's _version (an in-place write by the caller is noticed)
 
 
@@ -99,14 +98,12 @@ class HeatmapCanvas:
         kept = self._buffers.take(b * c * h * w, torch.float32)
         dense = kept.tensor  # [B*C*H*W]
         written: _Written | None = kept.state
-        if written is None:
-            dense.zero_()
-        elif dense._version == written.version and written.index._version == written.index_version:
-            dense.index_fill_(0, written.index, 0.0)
-        else:
+        if written is not None and dense._version == written.version:
+            dense.index_fill_(0, written.index, 0.0)  # only what the last render wrote
+        else:  # fresh, or written in place since
             dense.zero_()
         _scatter(dense, index, hm_value)
-        kept.state = _Written(index, index._version, dense._version)
+        kept.state = _Written(index.clone(), dense._version)
         return dense.view(b, c, h, w)
 
 

@@ -122,7 +122,7 @@ def test_canvas_never_overwrites_a_batch_still_held():
         assert torch.equal(out, render_heatmaps(index, value, shape))
 
 
-def test_canvas_clears_all_of_a_buffer_written_in_place():
+def test_canvas_is_exact_after_in_place_writes_to_a_batch_or_its_index():
     rng = np.random.default_rng(13)
     canvas = HeatmapCanvas(slots=1)
     shape = (1, 2, 3, 3)
@@ -135,7 +135,7 @@ def test_canvas_clears_all_of_a_buffer_written_in_place():
     out = canvas.render(index2, value2, shape)
     assert out.data_ptr() == address and torch.equal(out, render_heatmaps(index2, value2, shape))
     del out
-    index2.fill_(0)  # the list of pixels written changed in place: all of it is cleared too
+    index2.fill_(0)  # the caller's index list changed in place: the canvas cleared from its own copy
     index3, value3 = _sparse_batch(rng, 1, shape[1:])
     assert torch.equal(canvas.render(index3, value3, shape), render_heatmaps(index3, value3, shape))
     with pytest.raises(ValueError, match="slots must be >= 1, got 0"):
