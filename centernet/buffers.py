@@ -20,11 +20,10 @@ from torch import Tensor
 @dataclass
 class Kept:
     """A buffer handed out by :meth:`KeptBuffers.take`: ``tensor`` ``[N]`` (a view: holding it
-    keeps the buffer busy), ``fresh`` (new, uninitialised: else what its last user left in it) and
-    ``state``, the caller's note about the contents, kept with the buffer (``None`` when fresh)."""
+    keeps the buffer busy; uninitialised when new, else what its last user left in it) and
+    ``state``, the caller's note about those contents, kept with the buffer (``None`` when new)."""
 
     tensor: Tensor
-    fresh: bool
     slot: _Slot
 
     @property
@@ -63,9 +62,9 @@ class KeptBuffers:
         with self._lock:
             for slot in self._slots:
                 if slot.buffer.numel() == numel and slot.buffer.dtype == dtype and slot.is_free():
-                    return Kept(slot.buffer.view(numel), False, slot)
+                    return Kept(slot.buffer.view(numel), slot)
             buffer = torch.empty(numel, dtype=dtype)  # [N]
             storage = buffer.untyped_storage()._cdata
             slot = _Slot(buffer, storage, torch._C._storage_Use_Count(storage))
             self._slots = [*self._slots, slot][-self.slots:]
-            return Kept(buffer.view(numel), True, slot)
+            return Kept(buffer.view(numel), slot)
