@@ -25,9 +25,11 @@ pipelined rate of one loader process feeding a device that works in parallel (a 
 core): ``1 / max(loader cost, device cost)`` per sample, from the same measurements.
 
 The CPU stands in for the device, but unlike CUDA's caching allocator the CPU allocator returns
-large blocks to the OS, so every fresh ``[32, 80, 128, 128]`` float batch (168 MB) pays page faults;
-as torch allows, such blocks are backed by transparent huge pages here (``THP_MEM_ALLOC_ENABLE=1``,
-set before torch loads unless the environment sets it; it applies to both loaders alike).
+large blocks to the OS, so every fresh block pays page faults: ours keeps its CPU image batches and
+dense heatmaps between batches (``centernet.buffers.KeptBuffers``, reused once the previous batch
+is dropped, as the loops here and ``train_epoch`` do); other large blocks (the official-style
+batches, the float images of ``+images``) are backed by transparent huge pages as torch allows
+(``THP_MEM_ALLOC_ENABLE=1``, set before torch loads unless the environment sets it).
 
 Then the data-wait share of ``train_epoch`` (ResNet-18, 80 classes, 512x512, batch 32, torch on
 every core) fed by ``DataLoader(ShardDataset, num_workers=1, collate_fn=collate_samples)`` with

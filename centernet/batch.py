@@ -12,22 +12,32 @@ anything; :func:`dense_heatmaps` renders the batch's heatmaps on the training de
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import default_collate
+from torch.utils.data import default_collate, get_worker_info
 
-from centernet.heatmap import render_heatmaps
+from centernet.buffers import KeptBuffers
+from centernet.heatmap import HeatmapCanvas
 
 SPARSE_KEYS = ("hm_index", "hm_value", "hm_shape")
+_CANVAS = HeatmapCanvas()  # the process's kept CPU heatmap buffers
+_IMAGES = KeptBuffers()  # the process's kept CPU image batches (outside loader workers)
 
 
 def _stack_images(images: list[Tensor]) -> Tensor:
     """uint8 ``[3, H, W]`` views -> ``[B, 3, H, W]`` with channels-last strides: one copy of each
-    sample's ``[H, W, 3]`` pixels into the batch (in shared memory inside a loader worker)."""
-    return default_collate([image.permute(1, 2, 0) for image in images]).permute(0, 3, 1, 2)
+    sample's ``[H, W, 3]`` pixels into the batch: in shared memory inside a loader worker (the
+    batch goes to the main process), else into a kept buffer (:class:`KeptBuffers`)."""
+    pixels = [image.permute(1, 2, 0) for image in images]  # [H, W, 3] each
+    if get_worker_info() is not None:
+        return default_collate(pixels).permute(0, 3, 1, 2)
+    shape = (len(pixels), *pixels[0].shape)
+    out = _IMAGES.take(math.prod(shape), pixels[0].dtype).tensor.view(shape)  # [B, H, W, 3]
+    return torch.stack(pixels, out=out).permute(0, 3, 1, 2)
 
 
 def _flatten_heatmaps(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -83,10 +93,12 @@ def collate_samples(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 def dense_heatmaps(batch: Mapping[str, Any], device: torch.device | str) -> Tensor:
     """The batch's heatmaps ``[B, C, H/4, W/4]`` float32 on ``device``: its dense "hm" moved, or
-    its sparse one (:func:`collate_samples`) rendered there by :func:`render_heatmaps`."""
+    its sparse one (:func:`collate_samples`) rendered there by ``centernet.heatmap.render_heatmaps``
+    (on the CPU into buffers kept between batches, :class:`centernet.heatmap.HeatmapCanvas`: do not
+    write into the result through ``.numpy()`` or ``.data``)."""
     if "hm" in batch:
         return batch["hm"].to(device, non_blocking=True)
     b = int(batch["image"].shape[0])
     index = batch["hm_index"].to(device, non_blocking=True)  # [P]
     value = batch["hm_value"].to(device, non_blocking=True)  # [P]
-    return render_heatmaps(index, value, (b, *batch["hm_shape"]))
+    return _CANVAS.render(index, value, (b, *batch["hm_shape"]))

@@ -11,7 +11,7 @@ import torch
 
 from centernet.batch import collate_samples, dense_heatmaps
 from centernet.engine import move_batch, train_step
-from centernet.heatmap import dense_heatmap, render_heatmaps
+from centernet.heatmap import HeatmapCanvas, dense_heatmap, render_heatmaps
 from centernet.losses import DEFAULT_LOSS_WEIGHTS, CenterNetLoss
 from centernet.sample import SampleConfig, letterbox_view, make_sample
 from centernet.synthetic import render_image
@@ -77,6 +77,70 @@ def test_renderer_takes_the_max_of_repeated_pixels_in_any_order(device):
         assert out.tolist() == [[[[0.0, 0.0], [0.5, 0.0]]], [[[0.0, 0.75], [0.0, 1.0]]]]
 
 
+
+def _sparse_batch(rng: np.random.Generator, b: int, shape: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random sparse heatmaps of ``b`` samples: ``[P]`` flat indices (some repeated) and values in (0, 1]."""
+    numel = b * shape[0] * shape[1] * shape[2]
+    index = torch.from_numpy(rng.integers(0, numel, size=int(rng.integers(1, numel // 3))))  # [P] int64
+    value = torch.from_numpy(rng.uniform(0.01, 1.0, size=len(index)).astype(np.float32))  # [P]
+    return index, value
+
+
+def test_canvas_reuses_dropped_buffers_and_equals_fresh_renders():
+    rng = np.random.default_rng(11)
+    canvas = HeatmapCanvas(slots=2)
+    shape = (3, 2, 4, 5)
+    first = canvas.render(*_sparse_batch(rng, *shape[:1], shape[1:]), shape)
+    address = first.data_ptr()
+    del first
+    for _ in range(4):  # dropped each time: the one buffer comes back, cleared where it was written
+        index, value = _sparse_batch(rng, 3, shape[1:])
+        out = canvas.render(index, value, shape)
+        assert out.data_ptr() == address
+        assert torch.equal(out.view(torch.int32), render_heatmaps(index, value, shape).view(torch.int32))
+        del out
+    empty = canvas.render(torch.zeros(0, dtype=torch.int64), torch.zeros(0), shape)
+    assert empty.data_ptr() == address and int(empty.count_nonzero()) == 0
+
+
+def test_canvas_never_overwrites_a_batch_still_held():
+    rng = np.random.default_rng(12)
+    canvas = HeatmapCanvas(slots=2)
+    shape = (2, 3, 4, 4)
+    (ia, va), (ib, vb), (ic, vc), (id_, vd) = [_sparse_batch(rng, 2, shape[1:]) for _ in range(4)]
+    a, b = canvas.render(ia, va, shape), canvas.render(ib, vb, shape)
+    b_address = b.data_ptr()
+    row = b[1]  # a view keeps its batch's buffer busy
+    del b
+    c = canvas.render(ic, vc, shape)  # a and b busy: a third buffer; the canvas keeps b's and c's
+    assert len({a.data_ptr(), b_address, c.data_ptr()}) == 3
+    assert torch.equal(row, render_heatmaps(ib, vb, shape)[1])
+    del row
+    d = canvas.render(id_, vd, shape)  # b's buffer is free now
+    assert d.data_ptr() == b_address
+    for out, (index, value) in ((a, (ia, va)), (c, (ic, vc)), (d, (id_, vd))):
+        assert torch.equal(out, render_heatmaps(index, value, shape))
+
+
+def test_canvas_is_exact_after_in_place_writes_to_a_batch_or_its_index():
+    rng = np.random.default_rng(13)
+    canvas = HeatmapCanvas(slots=1)
+    shape = (1, 2, 3, 3)
+    index, value = _sparse_batch(rng, 1, shape[1:])
+    out = canvas.render(index, value, shape)
+    out[0, 1].fill_(7.0)  # pixels the render did not write
+    address = out.data_ptr()
+    del out
+    index2, value2 = _sparse_batch(rng, 1, shape[1:])
+    out = canvas.render(index2, value2, shape)
+    assert out.data_ptr() == address and torch.equal(out, render_heatmaps(index2, value2, shape))
+    del out
+    index2.fill_(0)  # the caller's index list changed in place: the canvas cleared from its own copy
+    index3, value3 = _sparse_batch(rng, 1, shape[1:])
+    assert torch.equal(canvas.render(index3, value3, shape), render_heatmaps(index3, value3, shape))
+    with pytest.raises(ValueError, match="slots must be >= 1, got 0"):
+        HeatmapCanvas(slots=0)
+
 def test_dense_heatmap_of_one_sample_and_its_errors():
     boxes, classes = np.array([[2, 3, 12, 9], [4, 4, 9, 8]], np.float32), np.array([1, 1])
     sparse = encode_sparse(boxes, classes, 2, (16, 16))
@@ -101,6 +165,27 @@ def test_collate_keeps_targets_sparse_and_names_bad_samples():
     with pytest.raises(ValueError, match="sample 0: hm_index"):
         collate_samples([{**good, "hm_value": np.ones(3, np.float32)}])
 
+
+
+def test_collated_images_go_to_kept_buffers_only_when_the_last_batch_is_dropped():
+    rng = np.random.default_rng(14)
+
+    def samples() -> list[dict[str, torch.Tensor]]:  # channels-last uint8 views, as the readers give
+        return [{"image": torch.from_numpy(rng.integers(0, 256, (6, 5, 3), dtype=np.uint8)).permute(2, 0, 1)}
+                for _ in range(3)]
+
+    first_samples, second_samples = samples(), samples()
+    first = collate_samples(first_samples)["image"]  # [3, 3, 6, 5]
+    second = collate_samples(second_samples)["image"]  # first still held: another buffer
+    assert first.data_ptr() != second.data_ptr() and first.stride() == (90, 1, 15, 3)
+    for batch, group in ((first, first_samples), (second, second_samples)):
+        assert torch.equal(batch, torch.stack([s["image"] for s in group]))
+    address = first.data_ptr()
+    del first
+    third_samples = samples()
+    third = collate_samples(third_samples)["image"]
+    assert third.data_ptr() == address and torch.equal(third, torch.stack([s["image"] for s in third_samples]))
+    assert torch.equal(second, torch.stack([s["image"] for s in second_samples]))
 
 def test_training_step_through_the_sparse_path_equals_the_dense_path():
     from centernet.models import build_model
