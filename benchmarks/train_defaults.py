@@ -78,7 +78,7 @@ def train(shards: tuple[Path, Path], options: tuple[str, ...], *, epochs: int, b
                "--storage-path", str(workdir / "ray_results"), "--name", name, *options]
     print("$", " ".join(command), flush=True)
     start = time.perf_counter()
-    out = subprocess.run(command, env=env, check=True, capture_output=True, text=True)
+    out = subprocess.run(command, env=env, check=True, stdout=subprocess.PIPE, text=True)  # stderr: as is
     seconds = time.perf_counter() - start
     print(out.stdout, end="", flush=True)
     run_id = next(line.split()[2].rstrip(";") for line in out.stdout.splitlines() if line.startswith("mlflow:"))
