@@ -62,7 +62,7 @@ def train_ap50(root: Path, demo: DemoConfig, ray_dir: Path, *options: str) -> fl
     return run.data.metrics["val/AP50"]
 
 
-@pytest.mark.timeout(900)  # ~1.5 min on 2 idle cores; 3.5-5 min measured on a machine with load 25-50
+@pytest.mark.timeout(900)  # measured 3.5-5 min on the shared 2-core machine (load 25-50)
 def test_defaults_learn_on_the_demo_test_budget(tmp_path, tmp_path_factory):
     # the demo test's SMALL data and budget (96 images of 1-2 large shapes, input 64, 25 epochs of
     # batch 16 = 150 steps), through Ray and the command's defaults (its warmup is not shortened).
