@@ -151,6 +151,11 @@ class PipelineConfig:
         """``<results>/<name>``: this pipeline's step outputs and cache records."""
         return f"{self.results.rstrip('/')}/{self.name}"
 
+    @property
+    def cache_dir(self) -> str:
+        """``<results>/<name>/cache``: Prefect's result and cache records of the steps."""
+        return f"{self.results_dir}/cache"
+
     def to_dict(self) -> dict[str, Any]:
         out = to_plain(dataclasses.replace(self, tune=None))
         out["tune"] = to_plain(self.tune) if self.tune is not None else None

@@ -99,13 +99,17 @@ def run_pipeline(cfg: PipelineConfig, *, config_file: str = "", address: str | N
     configure_prefect(verbose)
     from prefect import flow
 
+    from workflows.console import configure_output
+
+    configure_output(verbose)  # again: importing Prefect resets the warning filters
+
     def centernet_pipeline(config: dict[str, Any], config_file: str) -> PipelineOutcome:
         return _run_flow(cfg, config_file, plan, address=address, show_progress=show_progress, verbose=verbose)
 
     pipeline_flow = flow(centernet_pipeline, name="centernet-pipeline", flow_run_name=cfg.name,
                          persist_result=False, validate_parameters=False, log_prints=False)
     try:
-        with result_storage(cfg.results_dir):
+        with result_storage(cfg.cache_dir):
             return pipeline_flow(cfg.to_dict(), config_file)
     except ValueError as exc:  # bad data or settings found by a step
         raise UserError(str(exc)) from None
