@@ -27,7 +27,8 @@ from typing import Any
 
 FAIL_ONCE_ENV = "CENTERNET_FLOW_FAIL_ONCE"
 
-# The modules whose source is each step's code version (besides workflows.flow.steps itself).
+# The modules whose source is each step's code version, besides the step's own function in
+# workflows.flow.steps (named like the step, except precompute_split).
 STEP_MODULES: dict[str, tuple[str, ...]] = {
     "synthesize": ("centernet.synthetic",),
     "precompute": ("pipeline.precompute", "pipeline.schema", "pipeline.validate", "pipeline.augment",
@@ -47,11 +48,17 @@ TRANSIENT_NAMES = frozenset({"ConnectionError", "TimeoutError", "Timeout", "Read
 
 @lru_cache(maxsize=None)
 def code_version(step: str) -> str:
-    """sha256 (16 hex) of the source of ``step``'s modules and of the flow's step definitions."""
+    """sha256 (16 hex) of the source of ``step``'s modules and of its function in
+    :mod:`workflows.flow.steps`."""
+    import inspect
+
+    from workflows.flow import steps
+
     if step not in STEP_MODULES:
         raise ValueError(f"unknown step {step!r}; valid: {', '.join(STEP_MODULES)}")
-    digest = hashlib.sha256()
-    for name in (*STEP_MODULES[step], "workflows.flow.steps"):
+    function = getattr(steps, "precompute_split" if step == "precompute" else step)
+    digest = hashlib.sha256(inspect.getsource(function).encode())
+    for name in STEP_MODULES[step]:
         spec = importlib.util.find_spec(name)
         if spec is None or not spec.origin:  # an optional step whose code is not installed
             digest.update(f"{name}:absent".encode())

@@ -185,7 +185,8 @@ def _record(outcome: PipelineOutcome, name: str, state: Any, wall: float) -> dic
     if report.cached:
         log.info("%-11s cached (finished before; %.1f s then)", name + ":", float(result.get("seconds", 0.0)))
     else:
-        log.info("%-11s done in %.1f s", name + ":", report.own_seconds)
+        note = f" ({result['note']})" if result.get("note") else ""
+        log.info("%-11s done in %.1f s%s", name + ":", report.own_seconds, note)
     return result
 
 

@@ -116,7 +116,11 @@ def train(key: str, config: Mapping[str, Any], address: str | None, parent_run_i
     outcome = run_training(TrainConfig.from_dict(config), address=address, show_progress=show_progress,
                            verbose=verbose, tags={PARENT_RUN_TAG: parent_run_id})
     metrics = {k: float(v) for k, v in outcome.metrics.items() if isinstance(v, (int, float))}
-    return {"run_id": outcome.mlflow_run_id, "tracking_uri": outcome.tracking_uri, "run_dir": outcome.run_dir,
+    start_epoch = int((outcome.summary or {}).get("start_epoch", 0))
+    last = int(metrics.get("epoch", -1)) + 1
+    note = (f"resumed at epoch {start_epoch + 1}, ran to epoch {last} of {config['epochs']}" if start_epoch
+            else f"epochs 1-{last} of {config['epochs']}")
+    return {"run_id": outcome.mlflow_run_id, "start_epoch": start_epoch, "note": note, "tracking_uri": outcome.tracking_uri, "run_dir": outcome.run_dir,
             "checkpoint": outcome.checkpoint_path,
             "checkpoint_sha256": file_sha256(outcome.checkpoint_path) if outcome.checkpoint_path else None,
             "metrics": metrics, "seconds": time.perf_counter() - start}
