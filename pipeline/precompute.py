@@ -11,18 +11,15 @@ removed on the next run) and no manifest; rerunning finishes only what is missin
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
-import os
 import time
 import uuid
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.fs as pafs
 
 from centernet.data import CategoryMap
 from centernet.targets import encode_sparse
@@ -44,14 +41,13 @@ from pipeline.shards import (
     exists,
     join,
     open_shard,
-    read_bytes,
-    read_json,
     remove_stale_temporaries,
     resolve,
     sha256,
     shard_metadata,
     write_json,
 )
+from pipeline.shard_reuse import chunk_key, reusable_shards, shard_entry
 from pipeline.stats import TargetStats, merge_stats, plot_stats, summary_line
 from pipeline.validate import ImageEntry, JsonValidation, check_counts, validate_coco_json, validate_entry
 
@@ -74,19 +70,6 @@ class PrecomputeResult:
     worker_peak_rss_bytes: int = 0  # largest peak RSS of a Ray worker process that ran a chunk task
     task_wall_seconds: float = 0.0  # wall time inside the chunk tasks of this run, summed
     driver_seconds: dict[str, float] = field(default_factory=dict)  # "setup", "tasks", "finish" wall
-
-
-def _chunk_key(settings_hash: str, index: int, entries: list[ImageEntry], images_dir: str) -> str:
-    """Hash of everything a chunk's shard depends on: settings, its images (name, size, mtime), JSON."""
-    h = hashlib.sha256(f"{SCHEMA_VERSION}|{settings_hash}|{index}".encode())
-    for e in entries:
-        try:
-            st = os.stat(os.path.join(images_dir, e.file_name))
-            file_sig = (st.st_size, st.st_mtime_ns)
-        except OSError:
-            file_sig = None
-        h.update(json.dumps([asdict(e), file_sig], sort_keys=True, default=str).encode())
-    return h.hexdigest()[:32]
 
 
 def encode_image(image_bgr: np.ndarray, settings: PrecomputeSettings, what: str) -> bytes:
@@ -166,35 +149,9 @@ def process_chunk(index: int, entries: list[ImageEntry], images_dir: str, catego
     import resource
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB; the worker's lifetime
-    return {**_shard_entry(name, meta, sha256(data), len(data)), "cpu_seconds": time.process_time() - cpu0,
+    return {**shard_entry(name, meta, sha256(data), len(data)), "cpu_seconds": time.process_time() - cpu0,
             "wall_seconds": time.perf_counter() - wall0,
             "worker_peak_rss_bytes": int(peak)}
-
-
-def _shard_entry(name: str, meta: dict[str, Any], checksum: str, nbytes: int) -> dict[str, Any]:
-    return {"file": name, "num_samples": meta["num_samples"], "num_images": meta["num_images"],
-            "sha256": checksum, "bytes": nbytes, "chunk_key": meta["chunk_key"],
-            "counts": meta["counts"], "stats": meta["stats"]}
-
-
-def _finished_shard(fs: Any, path: str, name: str, chunk_key: str,
-                    previous: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
-    """The manifest entry of an already finished shard for ``chunk_key``, or ``None`` to redo it."""
-    if not exists(fs, path):
-        return None
-    try:
-        meta = shard_metadata(open_shard(fs, path))
-    except ValueError:
-        return None  # unreadable (e.g. copied half-way by hand): rewrite it
-    if meta.get("chunk_key") != chunk_key or meta.get("schema_version") != SCHEMA_VERSION:
-        return None
-    old = previous.get(name)
-    size = fs.get_file_info(path).size
-    if old and old.get("chunk_key") == chunk_key and old.get("bytes") == size:
-        checksum = old["sha256"]
-    else:
-        checksum = sha256(read_bytes(fs, path))
-    return _shard_entry(name, meta, checksum, size)
 
 
 def _write_outputs(fs: Any, out: str, checked: JsonValidation, shards: list[dict[str, Any]]) -> None:
@@ -307,7 +264,6 @@ def precompute(
     when every image is rejected (``rejects.jsonl`` says why).
     """
     import ray
-    from tqdm.auto import tqdm
 
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size!r}")
@@ -328,26 +284,11 @@ def precompute(
         check_counts(checked.counts, str(annotations))  # raises: nothing survived
     settings_hash = settings.settings_hash
     chunks = [checked.entries[i : i + chunk_size] for i in range(0, len(checked.entries), chunk_size)]
-    keys = [_chunk_key(settings_hash, i, c, images_dir) for i, c in enumerate(chunks)]
+    keys = [chunk_key(settings_hash, i, c, images_dir) for i, c in enumerate(chunks)]
     manifest_path = join(out_path, MANIFEST_NAME)
-    previous: dict[str, dict[str, Any]] = {}
-    if exists(fs, manifest_path):
-        try:
-            previous = {s["file"]: s for s in read_json(fs, manifest_path).get("shards", [])}
-        except (ValueError, KeyError, TypeError):
-            previous = {}
-
-    entries: list[dict[str, Any] | None] = []
-    for i, key in enumerate(keys):
-        name = SHARD_PATTERN.format(i)
-        entries.append(_finished_shard(fs, join(out_path, name), name, key, previous))
+    had_manifest = exists(fs, manifest_path)
+    entries = reusable_shards(fs, out_path, keys, len(chunks), manifest_path)
     todo = [i for i, e in enumerate(entries) if e is None]
-    if todo and exists(fs, manifest_path):
-        fs.delete_file(manifest_path)  # never leave a manifest that describes other shards
-    for info in fs.get_file_info(pafs.FileSelector(out_path)):
-        stale = info.base_name.startswith("part-") and info.base_name.endswith(".arrow")
-        if stale and info.base_name not in {SHARD_PATTERN.format(i) for i in range(len(chunks))}:
-            fs.delete_file(info.path)  # shards of a previous, larger layout
 
     t_tasks = time.perf_counter()
     written = 0
@@ -355,35 +296,8 @@ def precompute(
         if todo and not ray.is_initialized():  # the embedded instance, on loopback
             stack.enter_context(local_ray(num_cpus=workers, dashboard=False))
         if todo:
-            limit = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-            task = ray.remote(num_cpus=1, max_retries=2)(process_chunk)
-            cats = checked.categories.to_dict()
-            settings_dict = settings.to_dict()
-            pending: dict[Any, int] = {}
-            queue = list(todo)
-            bar = tqdm(total=len(chunks), initial=len(chunks) - len(todo), desc="precompute",
-                       unit="chunk", disable=not progress)
-            try:
-                while queue or pending:
-                    while queue and len(pending) < limit:
-                        i = queue.pop(0)
-                        ref = task.remote(i, chunks[i], images_dir, cats, settings_dict, out_uri, keys[i])
-                        pending[ref] = i
-                    done, _ = ray.wait(list(pending), num_returns=1)
-                    for ref in done:
-                        entries[pending.pop(ref)] = ray.get(ref)
-                        written += 1
-                        bar.update(1)
-                    if stop_after_shards is not None and written >= stop_after_shards:
-                        raise PrecomputeInterrupted(f"stopped after {written} shards (test hook)")
-            except BaseException:
-                for ref in pending:
-                    ray.cancel(ref, force=True)
-                if pending:  # return only once nothing of this run is still writing
-                    ray.wait(list(pending), num_returns=len(pending), timeout=30)
-                raise
-            finally:
-                bar.close()
+            written = _run_chunk_tasks(entries, todo, chunks, keys, images_dir, checked, settings, out_uri,
+                                       workers=workers, progress=progress, stop_after_shards=stop_after_shards)
 
     t_finish = time.perf_counter()
     shards: list[dict[str, Any]] = [e for e in entries if e is not None]
@@ -394,9 +308,64 @@ def precompute(
     check_counts(counts, str(annotations))
     stats = merge_stats([s["stats"] for s in shards])
     png = join(out_path, STATS_PNG_NAME)
-    if todo or not previous or not exists(fs, png):  # a no-op rerun keeps the identical picture
+    if todo or not had_manifest or not exists(fs, png):  # a no-op rerun keeps the identical picture
         atomic_write_bytes(fs, png, plot_stats(stats, title=f"{annotations.name}: {summary_line(stats)}"))
-    manifest = {
+    manifest = _manifest(settings, checked, shards, counts, stats, chunk_size, images_dir, annotations)
+    write_json(fs, manifest_path, manifest)
+    cpu = sum(s.get("cpu_seconds", 0.0) for s in shards)
+    wall = sum(s.get("wall_seconds", 0.0) for s in shards)
+    peak = max((s.get("worker_peak_rss_bytes", 0) for s in shards), default=0)
+    t_end = time.perf_counter()
+    driver = {"setup": t_tasks - t_start, "tasks": t_finish - t_tasks, "finish": t_end - t_finish}
+    return PrecomputeResult(out_uri, manifest, written, len(chunks) - len(todo), cpu, peak, wall, driver)
+
+
+def _run_chunk_tasks(entries: list[dict[str, Any] | None], todo: list[int], chunks: list[list[Any]],
+                     keys: list[str], images_dir: str, checked: JsonValidation, settings: PrecomputeSettings, out_uri: str,
+                     *, workers: int | None, progress: bool, stop_after_shards: int | None) -> int:
+    """Run the chunks ``todo`` as Ray tasks (at most ``workers`` in flight), filling ``entries``;
+    returns how many shards were written. On any exception the running tasks are cancelled and
+    waited for, so nothing of this run is still writing when it returns."""
+    import ray
+    from tqdm.auto import tqdm
+
+    limit = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    task = ray.remote(num_cpus=1, max_retries=2)(process_chunk)
+    cats = checked.categories.to_dict()
+    settings_dict = settings.to_dict()
+    pending: dict[Any, int] = {}
+    queue = list(todo)
+    written = 0
+    bar = tqdm(total=len(chunks), initial=len(chunks) - len(todo), desc="precompute", unit="chunk",
+               disable=not progress)
+    try:
+        while queue or pending:
+            while queue and len(pending) < limit:
+                i = queue.pop(0)
+                pending[task.remote(i, chunks[i], images_dir, cats, settings_dict, out_uri, keys[i])] = i
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                entries[pending.pop(ref)] = ray.get(ref)
+                written += 1
+                bar.update(1)
+            if stop_after_shards is not None and written >= stop_after_shards:
+                raise PrecomputeInterrupted(f"stopped after {written} shards (test hook)")
+    except BaseException:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        if pending:  # return only once nothing of this run is still writing
+            ray.wait(list(pending), num_returns=len(pending), timeout=30)
+        raise
+    finally:
+        bar.close()
+    return written
+
+
+def _manifest(settings: PrecomputeSettings, checked: JsonValidation, shards: list[dict[str, Any]], counts: Counter,
+              stats: dict[str, Any], chunk_size: int, images_dir: str, annotations: Path) -> dict[str, Any]:
+    """The manifest of a finished precompute: settings and their hash, classes, counts, shards."""
+    settings_hash = settings.settings_hash
+    return {
         "schema_version": SCHEMA_VERSION,
         "settings_hash": settings_hash,
         "settings": settings.to_dict(),
@@ -419,10 +388,3 @@ def precompute(
         "rejects": REJECTS_NAME,
         "stats_png": STATS_PNG_NAME,
     }
-    write_json(fs, manifest_path, manifest)
-    cpu = sum(s.get("cpu_seconds", 0.0) for s in shards)
-    wall = sum(s.get("wall_seconds", 0.0) for s in shards)
-    peak = max((s.get("worker_peak_rss_bytes", 0) for s in shards), default=0)
-    t_end = time.perf_counter()
-    driver = {"setup": t_tasks - t_start, "tasks": t_finish - t_tasks, "finish": t_end - t_finish}
-    return PrecomputeResult(out_uri, manifest, written, len(chunks) - len(todo), cpu, peak, wall, driver)

@@ -10,7 +10,6 @@ metrics are linked to that version's logged model.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -169,11 +168,12 @@ def metrics_table(metrics: Any) -> str:
 
 def write_report(report: dict[str, Any], path: str | Path) -> Path:
     """Write the JSON report atomically."""
+    from pipeline.shards import atomic_write_bytes, resolve
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    os.replace(tmp, path)
+    fs, local = resolve(path)
+    atomic_write_bytes(fs, local, json.dumps(report, indent=2).encode())
     return path
 
 

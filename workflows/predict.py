@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import glob
 import json
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.shards import atomic_write_bytes, resolve
 from workflows.errors import UserError
 from workflows.model_source import LoadedModel
 
@@ -191,7 +191,6 @@ def predict_images(
             bar.update(len(batch["ok"]))
     seconds = time.perf_counter() - start
     target = out / DETECTIONS_FILE
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(json.dumps(results))
-    os.replace(tmp, target)
+    fs, local = resolve(target)
+    atomic_write_bytes(fs, local, json.dumps(results).encode())
     return PredictResult(done, len(results), skipped, seconds, target)

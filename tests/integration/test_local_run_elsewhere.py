@@ -1,5 +1,5 @@
-"""A user in a directory that is not the project's: `precompute` and `train` with relative paths
-work, the log stays short, and the embedded Ray listens on loopback only (dashboard included)."""
+"""A user in a directory that is not the project's: `precompute`, `train` and `predict` with relative
+paths work, the log stays short, and the embedded Ray listens on loopback only (dashboard included)."""
 
 from __future__ import annotations
 
@@ -74,3 +74,13 @@ def test_relative_paths_from_another_directory_and_loopback_only(tmp_path):
     assert not outside, f"Ray listened beyond loopback: {outside}"
     dashboard_ports = {port for _, port in seen if 8265 <= port < 8300}
     assert dashboard_ports, f"no dashboard on 127.0.0.1 among {sorted(seen)}"
+
+    checkpoints = sorted((work / "ray_results").glob("*/checkpoint_*/checkpoint.pt"))
+    assert checkpoints, sorted(p.relative_to(work) for p in (work / "ray_results").rglob("*"))
+    model = checkpoints[-1].relative_to(work)
+    pred = subprocess.run(["centernet", "predict", "--model", str(model), "--images", "../datasets/val/images",
+                           "--out", "predictions", "--threshold", "0.01"], cwd=work, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert pred.returncode == 0, pred.stderr[-2000:]
+    assert (work / "predictions" / "detections.json").is_file()
+    assert len(list((work / "predictions" / "images").iterdir())) == 4
