@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 LOOPBACK = "127.0.0.1"
 _CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+STATE_API_ENV = "RAY_API_SERVER_ADDRESS"  # where Ray's state API (the dashboard) is, for every worker
 # Ray loggers that print internal chatter at INFO/WARNING on every start (token-auth notice,
 # "Started a local Ray instance", Train's worker-group lines); shown with verbose=True.
 _CHATTY_LOGGERS = ("ray", "ray.train", "ray.tune", "ray.data")
@@ -36,6 +37,15 @@ class LocalRay:
     address: str
     dashboard_url: str | None
     session_dir: str
+
+
+def _free_loopback_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for the dashboard, whose address must be known before start)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
 
 
 def keep_ray_on_loopback() -> None:
@@ -81,10 +91,17 @@ def local_ray(
     kwargs: dict = dict(address="local", num_cpus=num_cpus, include_dashboard=dashboard,
                         _node_ip_address=LOOPBACK, log_to_driver=verbose,
                         logging_level=logging.INFO if verbose else logging.ERROR)
+    env_vars = dict(env_vars or {})
     if dashboard:
-        kwargs["dashboard_host"] = LOOPBACK
+        port = _free_loopback_port()
+        kwargs.update(dashboard_host=LOOPBACK, dashboard_port=port)
+        # The state API inside workers (Ray Train's placement-group cleaner) finds its cluster through
+        # this variable; without it, it guesses from running processes and fails when the machine runs
+        # other Ray instances, leaving the placement groups of stopped runs (e.g. early-stopped Tune
+        # trials) reserved for good.
+        env_vars.setdefault(STATE_API_ENV, f"http://{LOOPBACK}:{port}")
     if env_vars:
-        kwargs["runtime_env"] = {"env_vars": dict(env_vars)}
+        kwargs["runtime_env"] = {"env_vars": env_vars}
     if temp_dir:
         kwargs["_temp_dir"] = temp_dir
     ctx = ray.init(**kwargs)

@@ -12,7 +12,11 @@ from importlib import import_module
 from pathlib import Path
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-TABLES = {"train": "workflows.train_config:TrainConfig", "precompute": "pipeline.schema:PrecomputeSettings"}
+TABLES = {
+    "train": "workflows.train_config:TrainConfig",
+    "precompute": "pipeline.schema:PrecomputeSettings",
+    "tune": "workflows.tune_config:TuneConfig",
+}
 
 
 def render(text: str) -> str:

@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "precompute": "precompute",
     "train": "train",
     "submit": "submit",
+    "tune": "tune",
     "register": "register",
     "predict": "predict",
     "evaluate": "evaluate",

@@ -108,8 +108,6 @@ def start_run(
     On a resumed run, params already logged keep their value (MLflow forbids changing them); the
     changed ones are recorded as ``resume.<name>`` tags instead.
     """
-    from mlflow.entities import Param, RunTag
-
     c = client(tracking_uri)
     if run_id is None:
         run = c.create_run(ensure_experiment(tracking_uri, experiment), run_name=run_name)
@@ -119,13 +117,26 @@ def start_run(
         run = c.get_run(run_id)
         existing = dict(run.data.params)
         c.update_run(run_id, status="RUNNING")
+    log_params(tracking_uri, run_id, params, tags=tags, existing=existing)
+    return run_id
+
+
+def log_params(tracking_uri: str, run_id: str, params: Mapping[str, Any], *, tags: Mapping[str, str] | None = None,
+               existing: Mapping[str, str] | None = None) -> None:
+    """Log ``params`` (flattened) and ``tags`` into a run. Params it already has (``existing``; read
+    from the run when ``None``) keep their value, as MLflow requires; changed ones are recorded as
+    ``resume.<name>`` tags instead."""
+    from mlflow.entities import Param, RunTag
+
+    c = client(tracking_uri)
+    if existing is None:
+        existing = dict(c.get_run(run_id).data.params)
     flat = flatten_params(params)
     new_params = [Param(k, v) for k, v in flat.items() if k not in existing]
     changed = {f"resume.{k}": v for k, v in flat.items() if k in existing and existing[k] != v}
-    all_tags = [RunTag(k, str(v)) for k, v in {**tags, **changed}.items()]
+    all_tags = [RunTag(k, str(v)) for k, v in {**(tags or {}), **changed}.items()]
     for i in range(0, max(len(new_params), 1), 100):
         c.log_batch(run_id, params=new_params[i:i + 100], tags=all_tags if i == 0 else [])
-    return run_id
 
 
 def finish_run(

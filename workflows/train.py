@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,10 +109,14 @@ def resume_config(run_dir: str, **overrides: Any) -> TrainConfig:
 def build_trainer(cfg: TrainConfig, *, tracking_uri: str, mlflow_run_id: str | None,
                   progress_actor: str | None = None, env_vars: Mapping[str, str] | None = None,
                   name: str | None = None, storage_path: str | None = None,
-                  local_rendezvous: str | None = None) -> Any:
+                  local_rendezvous: str | None = None, callbacks: Sequence[Any] = (),
+                  epoch_metrics: bool = True) -> Any:
     """The ``TorchTrainer`` of a job (gloo on CPU, NCCL on GPU). ``local_rendezvous``: on the
     embedded single-machine Ray, a directory where the process group meets through a file, so
-    that nothing listens beyond loopback (:mod:`workflows.local_rendezvous`)."""
+    that nothing listens beyond loopback (:mod:`workflows.local_rendezvous`). ``callbacks``: Ray
+    Train callbacks of the run (e.g. Tune's ``TuneReportCallback`` when a Tune trial drives it);
+    ``epoch_metrics=False``: rank 0 logs only step metrics to MLflow, the epoch metrics are left to
+    the receiver of the reports."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -131,6 +135,7 @@ def build_trainer(cfg: TrainConfig, *, tracking_uri: str, mlflow_run_id: str | N
         checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints, checkpoint_score_attribute=score,
                                            checkpoint_score_order="max"),
         worker_runtime_env={"env_vars": dict(env_vars)} if env_vars else None,
+        callbacks=list(callbacks) or None,
     )
     resources = {"CPU": cfg.cpus_per_worker}
     if cfg.use_gpu:
@@ -138,7 +143,8 @@ def build_trainer(cfg: TrainConfig, *, tracking_uri: str, mlflow_run_id: str | N
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": cfg.to_dict(), "tracking_uri": tracking_uri,
-                           "mlflow_run_id": mlflow_run_id, "progress_actor": progress_actor},
+                           "mlflow_run_id": mlflow_run_id, "progress_actor": progress_actor,
+                           "log_epoch_metrics": epoch_metrics},
         torch_config=torch_config,
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
                                      resources_per_worker=resources),
@@ -240,14 +246,15 @@ def describe_job(cfg: TrainConfig, data: JobData, run_dir: str, run_id: str, tra
     log.info("run:        %s (MLflow run %s in %s)", run_dir, run_id, tracking_uri)
 
 
-def failure_line(exc: BaseException, log_dir: str | None) -> str:
-    """One line for a failed job: the root error of the first failing worker, and where the logs are."""
+def failure_line(exc: BaseException, log_dir: str | None, *, what: str = "training") -> str:
+    """One line for a failed job (``what`` failed): the root error of the first failing worker, and
+    where the logs are."""
     text = str(exc).strip().splitlines()
     errors = [ln.strip() for ln in text if ln.strip() and ":" in ln and ln.strip()[0].isalpha()
               and ("Error" in ln.split(":", 1)[0] or "Exception" in ln.split(":", 1)[0])]
     cause = errors[-1] if errors else (text[-1].strip() if text else type(exc).__name__)
     where = f"; logs: {log_dir}" if log_dir else ""
-    return f"training failed: {cause}{where} (--verbose shows everything)"
+    return f"{what} failed: {cause}{where} (--verbose shows everything)"
 
 
 def _kill_quietly(actor: Any) -> None:

@@ -39,6 +39,7 @@ class Worker:
     node_id: str
     board: Any | None
     logger: Any | None
+    log_epoch_metrics: bool = True  # False: the driver logs the reported epoch metrics (a Tune trial)
 
 
 @dataclass
@@ -61,7 +62,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
     """The Ray Train worker function.
 
     ``loop_config``: ``{"config": TrainConfig.to_dict(), "tracking_uri", "mlflow_run_id",
-    "progress_actor"}``. Returns, on rank 0, a summary: epochs run, the epoch this attempt started
+    "progress_actor", "log_epoch_metrics"}`` (the last optional: ``False`` leaves the epoch metrics
+    to whoever receives the reports, e.g. a Tune search's driver). Returns, on rank 0, a summary: epochs run, the epoch this attempt started
     from, the last metrics, and each rank's node, pid and the image ids of its first epoch.
     """
     w = _worker(loop_config)
@@ -80,8 +82,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
         state.metrics = _epoch_metrics(w, state, result, epoch)
         if val_info is not None:
             state.metrics.update(_validate(w, state, val_info, info, epoch))
-        if w.logger is not None:
+        if w.logger is not None and w.log_epoch_metrics:
             w.logger.log_metrics(state.metrics, step=state.global_step, flush=True)
+        elif w.logger is not None:
+            w.logger.flush()
         _report(w, state, info, val_info, epoch)
     shares = gather({"rank": w.rank, "node_id": w.node_id, "pid": os.getpid(),
                      "image_ids": sorted(first_ids or [])}, w.world)
@@ -110,7 +114,8 @@ def _worker(loop_config: dict[str, Any]) -> Worker:
         from workflows.tracking import RunLogger
 
         logger = RunLogger(loop_config["tracking_uri"], loop_config["mlflow_run_id"])
-    return Worker(cfg, rank, world, ray.train.torch.get_device(), node_id, board, logger)
+    return Worker(cfg, rank, world, ray.train.torch.get_device(), node_id, board, logger,
+                  log_epoch_metrics=loop_config.get("log_epoch_metrics", True))
 
 
 def _build_state(w: Worker, info: DataInfo) -> State:
@@ -260,13 +265,15 @@ def _log_preview(logger: Any, preview: Any, info: DataInfo, epoch: int) -> None:
 
 
 def _report(w: Worker, state: State, info: DataInfo, val_info: DataInfo | None, epoch: int) -> None:
-    """``ray.train.report`` the epoch's metrics, with a checkpoint (written by rank 0) when due."""
+    """``ray.train.report`` the epoch's metrics and ``epochs_done``, with a checkpoint (written by
+    rank 0) when due."""
     import ray.train
 
     from centernet.checkpoint import save_checkpoint
 
     cfg = w.cfg
     metrics = {k: v for k, v in state.metrics.items() if isinstance(v, (int, float))}
+    metrics["epochs_done"] = epoch + 1  # what Tune's schedulers count (its own iteration restarts on resume)
     if (epoch + 1) % cfg.checkpoint_every and epoch != cfg.epochs - 1:
         ray.train.report(metrics)
         return
