@@ -3,8 +3,8 @@
 Sections reuse the steps' own declarations, so every key is declared once: ``precompute.train`` and
 ``precompute.val`` are :class:`pipeline.schema.PrecomputeSettings`, ``train`` is
 :class:`workflows.train_config.TrainConfig` (its ``data``/``val_data`` are the precomputed shards,
-set by the pipeline), ``tune`` is ``workflows.tune_config.TuneConfig`` (optional: no ``tune:``, no
-search). Unknown keys and wrong types are a ``ValueError`` naming the key. Paths are relative to the
+set by the pipeline), ``tune`` is :class:`workflows.tune_config.TuneConfig` (optional: no
+``tune:``, no search). Unknown keys and wrong types are a ``ValueError`` naming the key. Paths are relative to the
 directory ``centernet run`` is typed in, or URIs; ``--set key.sub=value`` overrides any key.
 """
 
@@ -19,6 +19,7 @@ from typing import Any
 from centernet.config_fields import field_info, from_mapping, setting, to_plain
 from pipeline.schema import PrecomputeSettings
 from workflows.train_config import TrainConfig, load_config_file
+from workflows.tune_config import TuneConfig
 
 # TrainConfig keys the pipeline sets itself: the training data are the shards it precomputed.
 TRAIN_KEYS_SET_BY_PIPELINE = ("data", "val_data")
@@ -131,8 +132,8 @@ class PipelineConfig:
     register: RegisterSection = setting(RegisterSection(), help="Registration.")
     evaluate: EvaluateSection = setting(EvaluateSection(), help="Evaluation.")
     predict: PredictSection = setting(PredictSection(), help="Predictions.")
-    # The search (workflows.tune_config.TuneConfig) or None; parsed by load_pipeline_config.
-    tune: Any = None
+    tune: TuneConfig | None = setting(None, help="The search before the final training (centernet tune's "
+                                                 "keys); none: no search.")
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:
@@ -157,9 +158,7 @@ class PipelineConfig:
         return f"{self.results_dir}/cache"
 
     def to_dict(self) -> dict[str, Any]:
-        out = to_plain(dataclasses.replace(self, tune=None))
-        out["tune"] = to_plain(self.tune) if self.tune is not None else None
-        return out
+        return to_plain(self)
 
 
 def parse_overrides(items: Sequence[str]) -> list[tuple[list[str], Any]]:
@@ -205,7 +204,6 @@ def build_config(values: Mapping[str, Any], *, default_name: str = "pipeline", s
     ``ValueError`` naming the first bad key."""
     values = dict(values)
     values.setdefault("name", default_name)
-    tune_values = values.pop("tune", None)
     train = values.get("train")
     if not isinstance(train, Mapping):
         raise ValueError(f"{source}: train: expected a section of training keys (centernet train's options)")
@@ -216,18 +214,7 @@ def build_config(values: Mapping[str, Any], *, default_name: str = "pipeline", s
         else DataSection(synthetic=SyntheticData())
     values["train"] = {**train, "data": data.shard_dir("train"), "val_data": data.shard_dir("val")}
     cfg = from_mapping(PipelineConfig, values, source=source)
-    if tune_values is not None:
-        cfg = dataclasses.replace(cfg, tune=_tune_config(tune_values, source))
     return resolve_paths(cfg, cwd=cwd, on_cluster=on_cluster)
-
-
-def _tune_config(values: Any, source: str) -> Any:
-    try:
-        from workflows.tune_config import TuneConfig
-    except ImportError:
-        raise ValueError(f"{source}: tune: this installation has no search step (workflows.tune_config); "
-                         "remove the tune section") from None
-    return TuneConfig.from_dict(values, source=f"{source}: tune")
 
 
 def resolve_paths(obj: Any, *, cwd: str | Path | None, on_cluster: bool, prefix: str = "") -> Any:

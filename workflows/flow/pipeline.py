@@ -231,8 +231,9 @@ def _steps(cfg: PipelineConfig, plan: StepPlan, outcome: PipelineOutcome, tasks:
     if cfg.tune is not None and not plan.skipped("tune"):
         search = to_plain(cfg.tune)
         key = step_key("tune", {"train": train_cfg.to_dict(), "tune": search, "data": upstream})
-        best = _call(outcome, "tune", tasks["tune"], plan.refresh("tune"), key, train_cfg.to_dict(), search, address,
-                     outcome.parent_run_id, verbose)
+        search["name"] = search["name"] or f"{cfg.name}-tune-{key[-12:]}"  # named by its inputs: a rerun resumes it
+        best = _call(outcome, "tune", tasks["tune"], plan.refresh("tune"), key, train_cfg.replace(name=None).to_dict(),
+                     search, address, outcome.parent_run_id, verbose)
         params = best["params"]
         train_cfg = train_cfg.replace(loss_weights=params.get("loss_weights") or train_cfg.loss_weights,
                                       lr=params.get("lr") or train_cfg.lr)
