@@ -73,7 +73,7 @@ def registered_versions(workdir: Path) -> list[str]:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlruns.db'}")
-    return sorted(v.version for v in client.search_model_versions("name='tiny-shapes'"))
+    return sorted(str(v.version) for v in client.search_model_versions("name='tiny-shapes'"))
 
 
 def test_killed_during_training_resumes_from_its_checkpoint(workdir):
