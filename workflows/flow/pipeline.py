@@ -91,7 +91,7 @@ def run_pipeline(cfg: PipelineConfig, *, config_file: str = "", address: str | N
                  start_from: str | None = None, only: str | None = None, show_progress: bool = True,
                  verbose: bool = False) -> PipelineOutcome:
     """Run the pipeline of ``cfg`` as a Prefect flow (see the module docstring)."""
-    from workflows.flow.prefect_env import configure_prefect, result_storage
+    from workflows.flow.prefect_env import configure_prefect, quiet_prefect_loggers, result_storage
     from workflows.ray_runtime import probe_address
 
     plan = StepPlan(start_from, only)
@@ -102,6 +102,7 @@ def run_pipeline(cfg: PipelineConfig, *, config_file: str = "", address: str | N
     from workflows.console import configure_output
 
     configure_output(verbose)  # again: importing Prefect resets the warning filters
+    quiet_prefect_loggers(verbose)
 
     def centernet_pipeline(config: dict[str, Any], config_file: str) -> PipelineOutcome:
         return _run_flow(cfg, config_file, plan, address=address, show_progress=show_progress, verbose=verbose)

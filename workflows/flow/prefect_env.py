@@ -30,6 +30,16 @@ def configure_prefect(verbose: bool) -> None:
     os.environ.setdefault("PREFECT_LOGGING_SERVER_LEVEL", "WARNING" if verbose else "CRITICAL")
 
 
+def quiet_prefect_loggers(verbose: bool) -> None:
+    """Prefect's loggers at CRITICAL unless ``verbose`` (after ``configure_output``, which sets
+    library loggers to ERROR: a failed step is reported by the command, in one line)."""
+    import logging
+
+    if not verbose:
+        for name in ("prefect", "prefect.flow_runs", "prefect.task_runs", "prefect.server"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
 @contextlib.contextmanager
 def result_storage(results_dir: str) -> Iterator[None]:
     """Task results and cache records under ``results_dir`` for the block. A URI needs a saved
