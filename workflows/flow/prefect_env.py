@@ -31,13 +31,14 @@ def configure_prefect(verbose: bool) -> None:
 
 
 def quiet_prefect_loggers(verbose: bool) -> None:
-    """Prefect's loggers at CRITICAL unless ``verbose`` (after ``configure_output``, which sets
-    library loggers to ERROR: a failed step is reported by the command, in one line)."""
+    """Prefect's loggers at ``$PREFECT_LOGGING_LEVEL`` (CRITICAL unless ``verbose`` or set by the
+    user), again after ``configure_output``, which sets library loggers to ERROR: a failed step is
+    reported by the command, in one line."""
     import logging
 
-    if not verbose:
-        for name in ("prefect", "prefect.flow_runs", "prefect.task_runs", "prefect.server"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
+    level = os.environ.get("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "CRITICAL").upper()
+    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs", "prefect.server"):
+        logging.getLogger(name).setLevel(level)
 
 
 @contextlib.contextmanager
