@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: setup
-	$(BIN)/centernet demo --out demo_output
+	$(BIN)/centernet run configs/demo.yaml
 
 test: setup
 	bash scripts/run_tests.sh
@@ -39,4 +39,4 @@ check-torchvision:
 	PYTHONPATH=. $(TV_VENV)/bin/python -m pytest -p no:cacheprovider -o addopts="" tests/unit/test_deform_conv.py -rs
 
 clean:
-	rm -rf $(VENV) demo_output mlruns mlruns.db .pytest_cache
+	rm -rf $(VENV) demo_output mlruns mlruns.db mlartifacts ray_results .pytest_cache

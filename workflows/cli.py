@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "predict": "predict",
     "evaluate": "evaluate",
     "export": "export",
+    "run": "run",
 }
 
 def with_verbose_option(fn: Callable[..., Any]) -> Callable[..., Any]:

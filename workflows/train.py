@@ -170,9 +170,10 @@ def run_tags(cfg: TrainConfig, data: JobData, run_dir: str) -> dict[str, str]:
 
 
 def run_training(cfg: TrainConfig, *, address: str | None = None, show_progress: bool = True,
-                 verbose: bool = False) -> TrainOutcome:
+                 verbose: bool = False, tags: Mapping[str, str] | None = None) -> TrainOutcome:
     """Run a training job end to end (see the module docstring); resumes when ``<storage>/<name>``
-    already holds a run. Raises :class:`workflows.errors.UserError` for what the user can fix
+    already holds a run. ``tags``: extra MLflow tags of the run (e.g. ``mlflow.parentRunId`` to nest
+    it under a pipeline's run). Raises :class:`workflows.errors.UserError` for what the user can fix
     before anything starts and :class:`workflows.errors.JobFailed` when training fails for good."""
     from workflows.ray_runtime import probe_address, ray_session, worker_env_vars
     from workflows.tracking import finish_run, resolve_tracking_uri
@@ -193,7 +194,8 @@ def run_training(cfg: TrainConfig, *, address: str | None = None, show_progress:
     env_vars = worker_env_vars(tracking_uri)
     meta = read_run_meta(run_dir)
     run_id = open_run(tracking_uri, experiment=cfg.experiment, run_name=name,
-                      params={**run_params(cfg, data), **pretrained}, tags=run_tags(cfg, data, run_dir),
+                      params={**run_params(cfg, data), **pretrained},
+                      tags={**run_tags(cfg, data, run_dir), **(tags or {})},
                       run_id=meta["mlflow_run_id"] if meta else None)
     write_run_meta(run_dir, {"mlflow_run_id": run_id, "tracking_uri": tracking_uri, "config": cfg.to_dict()})
     describe_job(cfg, data, run_dir, run_id, tracking_uri)

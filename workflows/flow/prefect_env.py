@@ -1,0 +1,59 @@
+"""Where Prefect keeps its state and how much it says, set before Prefect is imported.
+
+Without ``PREFECT_API_URL`` a flow run starts Prefect's ephemeral API for the duration of the
+run, on an SQLite store in ``$PREFECT_HOME`` (``~/.prefect/prefect.db``), the same store that
+``prefect server start`` shows in its UI. Task results and cache records go to the pipeline's
+results directory. Quiet unless ``verbose``: Prefect's logs at CRITICAL (the command reports errors
+as one line), no telemetry (works offline).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+# Defaults for variables Prefect reads at import; a value the user set wins.
+PREFECT_DEFAULTS = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",  # a busy laptop starts it slowly
+}
+RESULT_STORAGE_BLOCK_ENV = "PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK"
+
+
+def configure_prefect(verbose: bool) -> None:
+    """Set Prefect's environment defaults and log level (before ``import prefect``)."""
+    for name, value in PREFECT_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    level = "INFO" if verbose else "CRITICAL"
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", level)
+    os.environ.setdefault("PREFECT_LOGGING_SERVER_LEVEL", "WARNING" if verbose else "CRITICAL")
+
+
+def quiet_prefect_loggers(verbose: bool) -> None:
+    """Prefect's loggers at ``$PREFECT_LOGGING_LEVEL`` (CRITICAL unless ``verbose`` or set by the
+    user), again after ``configure_output``, which sets library loggers to ERROR: a failed step is
+    reported by the command, in one line."""
+    import logging
+
+    level = os.environ.get("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "CRITICAL").upper()
+    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs", "prefect.server"):
+        logging.getLogger(name).setLevel(level)
+
+
+@contextlib.contextmanager
+def result_storage(results_dir: str) -> Iterator[None]:
+    """Task results and cache records under ``results_dir`` for the block. A URI needs a saved
+    Prefect storage block named in ``$PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK`` (e.g. an S3 bucket
+    block of ``prefect-aws``): Prefect writes remote results only through blocks."""
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+
+    if "://" in results_dir:
+        if not os.environ.get(RESULT_STORAGE_BLOCK_ENV):
+            raise ValueError(f"results: {results_dir}: a remote results directory needs a saved Prefect storage "
+                             f"block named in ${RESULT_STORAGE_BLOCK_ENV} (e.g. s3-bucket/results)")
+        yield
+        return
+    os.makedirs(results_dir, exist_ok=True)
+    with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: results_dir}):
+        yield
