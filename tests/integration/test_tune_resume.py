@@ -47,9 +47,11 @@ def test_killed_search_resumes_without_rerunning_or_relogging(tmp_path):
     env.pop("RAY_ADDRESS", None)
     options = {**TRIAL_OPTIONS, "max_steps_per_epoch": STEPS}
     search_dir = tmp_path / "results" / "killed"
-    args = [CLI, "tune", "--data", str(train_dir), "--val-data", str(val_dir), "--epochs", str(EPOCHS),
-            *cli_flags(options), "--trials", str(TRIALS), "--max-concurrent", "1", "--search", "random",
-            "--scheduler", "fifo", "--name", "killed", "--storage-path", str(tmp_path / "results"), "--no-progress"]
+    # paths relative to the directory the command is typed in (tmp_path, not the project's)
+    args = [CLI, "tune", "--data", os.path.relpath(train_dir, tmp_path), "--val-data",
+            os.path.relpath(val_dir, tmp_path), "--epochs", str(EPOCHS), *cli_flags(options), "--trials", str(TRIALS),
+            "--max-concurrent", "1", "--search", "random", "--scheduler", "fifo", "--name", "killed",
+            "--storage-path", "results", "--no-progress"]
     # Tune saves its experiment state at most every max(10 s, 19 x the last save's time): on a busy
     # machine the second trial could end before the state shows the first ended. Once a second here.
     first_env = {**env, "TUNE_GLOBAL_CHECKPOINT_S": "1"}
@@ -68,7 +70,7 @@ def test_killed_search_resumes_without_rerunning_or_relogging(tmp_path):
     before = trial_runs(uri)
     assert ended <= set(before)
 
-    second = subprocess.run([CLI, "tune", "--resume", str(search_dir), "--no-progress"], cwd=tmp_path, env=env,
+    second = subprocess.run([CLI, "tune", "--resume", "results/killed", "--no-progress"], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=420)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "continuing:" in second.stderr and f"trials:     {TRIALS} ({TRIALS} done" in second.stdout
