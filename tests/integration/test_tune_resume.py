@@ -20,7 +20,7 @@ from workflows.tracking import client, find_runs
 
 pytestmark = pytest.mark.timeout(600)
 CLI = str(Path(sys.executable).with_name("centernet"))
-TRIALS, EPOCHS, STEPS = 2, 2, 2
+TRIALS, EPOCHS, STEPS = 3, 2, 2  # 3: on a fast machine Tune's saved state can lag a trial behind
 
 
 def ended_trials(search_dir: Path) -> set[str]:
