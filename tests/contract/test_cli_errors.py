@@ -5,44 +5,10 @@ and before anything is written. Run through ``workflows.cli.main`` as the consol
 from __future__ import annotations
 
 import json
-import logging
 import socket
-import warnings
 from pathlib import Path
-from typing import NamedTuple
 
 import pytest
-
-from workflows.cli import main
-
-
-class Result(NamedTuple):
-    code: int
-    out: str
-    err: str
-
-
-@pytest.fixture
-def cli(monkeypatch, tmp_path, capfd):
-    """``cli(*argv) -> Result``, run in ``tmp_path`` as the working directory."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlruns.db'}")
-
-    def run(*argv: str) -> Result:
-        capfd.readouterr()
-        with warnings.catch_warnings():
-            try:
-                main(list(argv))
-                code = 0
-            except SystemExit as exc:
-                code = int(exc.code or 0)
-        captured = capfd.readouterr()
-        return Result(code, captured.out, captured.err)
-
-    yield run
-    for name in ("mlflow", "ray", "centernet"):  # main() configured these for a user's run
-        logging.getLogger(name).setLevel(logging.NOTSET)
 
 
 def _closed_port() -> int:
@@ -51,7 +17,7 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
-def _one_error_line(result: Result, *phrases: str) -> None:
+def _one_error_line(result, *phrases: str) -> None:
     lines = [ln for ln in result.err.splitlines() if ln.strip()]
     assert result.code != 0
     assert "Traceback" not in result.err
