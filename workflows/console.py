@@ -55,3 +55,8 @@ def command_path(name: str) -> str:
         return name
     beside = Path(sys.executable).parent / name
     return str(beside) if beside.exists() else name
+
+
+def mlflow_ui_command(tracking_uri: str) -> str:
+    """The command that opens the MLflow UI on ``tracking_uri``, bound to loopback."""
+    return f"{command_path('mlflow')} ui --backend-store-uri {tracking_uri} --host 127.0.0.1"

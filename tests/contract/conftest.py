@@ -16,6 +16,16 @@ class CliResult(NamedTuple):
     out: str
     err: str
 
+    def one_error_line(self, *phrases: str) -> str:
+        """Assert a failure reported as one ``error: ...`` line naming every phrase; return the line."""
+        lines = [ln for ln in self.err.splitlines() if ln.strip()]
+        assert self.code != 0
+        assert "Traceback" not in self.err
+        assert len(lines) == 1 and lines[0].startswith("error: "), self.err
+        for phrase in phrases:
+            assert phrase in lines[0], lines[0]
+        return lines[0]
+
 
 @pytest.fixture
 def cli(monkeypatch, tmp_path, capfd):

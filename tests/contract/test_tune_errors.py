@@ -32,13 +32,7 @@ def data(tmp_path):
 
 
 def one_error_line(result, *phrases: str) -> str:
-    lines = [ln for ln in result.err.splitlines() if ln.strip()]
-    assert result.code != 0
-    assert "Traceback" not in result.err
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.err
-    for phrase in phrases:
-        assert phrase in lines[0], lines[0]
-    return lines[0]
+    return result.one_error_line(*phrases)  # tests/contract/conftest.py
 
 
 @pytest.mark.parametrize("space, phrases", [

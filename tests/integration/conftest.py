@@ -120,3 +120,12 @@ def shapes_registry(tmp_path_factory, trained_detector) -> Registry:
     registration = register_run(run_id, "shapes", tracking_uri=uri)
     assert registration.champion and registration.version == "1"
     return Registry(uri, run_id, "shapes")
+
+
+@pytest.fixture(scope="module")
+def sqlite_tracking(tmp_path_factory):
+    """$MLFLOW_TRACKING_URI set to a fresh SQLite store for the module (put back after)."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlruns.db'}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        yield uri

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 
 import pytest
 
@@ -30,15 +29,8 @@ def trial_train_config(train_dir, val_dir, storage) -> TrainConfig:
 
 
 @pytest.fixture(scope="module")
-def tracking(tmp_path_factory):
-    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlruns.db'}"
-    old = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    yield uri
-    if old is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = old
+def tracking(sqlite_tracking):
+    return sqlite_tracking
 
 
 @pytest.fixture(scope="module")

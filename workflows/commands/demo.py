@@ -30,7 +30,7 @@ def command(
     lr: float = typer.Option(None, min=0.0, help="Adam learning rate. (default: the from-scratch default for the batch size)"),
     seed: int = typer.Option(0, help="Seed for data, augmentation and initialisation."),
 ) -> None:
-    from workflows.console import command_path
+    from workflows.console import mlflow_ui_command
     from workflows.demo import DemoConfig, run_demo
     from workflows.errors import UserError
 
@@ -46,4 +46,4 @@ def command(
     typer.echo(f"picture:    {result.picture}\ncheckpoint: {result.checkpoint}\n"
                f"metrics:    {result.picture.parent / 'metrics.json'}\ntime:       {result.seconds / 60:.1f} min\n"
                f"MLflow:     run {result.run_id} in {result.tracking_uri}\n"
-               f"            (browse: {command_path('mlflow')} ui --backend-store-uri {result.tracking_uri} --host 127.0.0.1)")
+               f"            (browse: {mlflow_ui_command(result.tracking_uri)})")

@@ -62,7 +62,7 @@ def command(
 
 def report(outcome: Any) -> None:
     """Where to look: the registered model, the AP table, the predictions picture, the UIs."""
-    from workflows.console import command_path
+    from workflows.console import command_path, mlflow_ui_command
 
     cached = sum(s.cached for s in outcome.steps)
     typer.echo(f"\npipeline {outcome.name}: {len(outcome.steps)} steps, {len(outcome.steps) - cached} run, "
@@ -78,7 +78,7 @@ def report(outcome: Any) -> None:
     if predict is not None:
         typer.echo(f"predictions: {predict.result['picture']}")
     typer.echo(f"results:     {outcome.results_dir}")
-    typer.echo(f"mlflow:      run {outcome.parent_run_id}; browse with: {command_path('mlflow')} ui "
-               f"--backend-store-uri {outcome.tracking_uri} --host 127.0.0.1")
+    typer.echo(f"mlflow:      run {outcome.parent_run_id}; browse with: "
+               f"{mlflow_ui_command(outcome.tracking_uri)}")
     typer.echo(f"prefect:     flow run {outcome.flow_run_id}; browse with: {command_path('prefect')} server start "
                "(then http://127.0.0.1:4200)")

@@ -12,7 +12,7 @@ import typer
 
 from centernet.config_fields import path_fields
 from workflows.cli_options import cli_parameters, given_values, option, with_signature
-from workflows.console import VERBOSE_HELP
+from workflows.console import VERBOSE_HELP, mlflow_ui_command
 from workflows.train_config import TrainConfig
 
 EXAMPLES = """Examples:
@@ -63,15 +63,14 @@ def _run(*, config: Path | None = None, resume: str | None = None, address: str 
 
 def report(cfg: TrainConfig, outcome: Any) -> None:
     """The closing lines of a training run: where things are and the final metrics."""
-    from workflows.console import command_path
 
     m = outcome.metrics
     summary = "  ".join(f"{k} {m[k]:.4f}" for k in ("train/total", "val/AP", "val/AP50", "images_per_second")
                         if isinstance(m.get(k), (int, float)))
     typer.echo(f"epoch {int(m.get('epoch', -1)) + 1}/{cfg.epochs}: {summary}")
     typer.echo(f"checkpoint: {outcome.checkpoint_path}")
-    typer.echo(f"mlflow:     run {outcome.mlflow_run_id}; browse with: {command_path('mlflow')} ui --backend-store-uri "
-               f"{outcome.tracking_uri} --host 127.0.0.1")
+    typer.echo(f"mlflow:     run {outcome.mlflow_run_id}; browse with: "
+               f"{mlflow_ui_command(outcome.tracking_uri)}")
 
 
 command = with_signature(_run, [

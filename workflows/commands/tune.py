@@ -13,7 +13,7 @@ import typer
 
 from centernet.config_fields import path_fields
 from workflows.cli_options import cli_parameters, given_values, option, with_signature
-from workflows.console import VERBOSE_HELP
+from workflows.console import VERBOSE_HELP, mlflow_ui_command
 from workflows.train_config import TrainConfig
 from workflows.tune_config import TRAIN_FIELDS_SET_BY_TUNE, TuneConfig
 
@@ -78,7 +78,6 @@ def _run(*, config: Path | None = None, resume: str | None = None, address: str 
 
 def report(outcome: Any) -> None:
     """The closing lines of a search: its trials, the best one, the registration, where to look."""
-    from workflows.console import command_path
     from workflows.tune_callback import settings_text
     from workflows.tune_trial import COMPLETED, FAILED, STOPPED
 
@@ -91,8 +90,8 @@ def report(outcome: Any) -> None:
     reg = outcome.registration
     if reg is not None:
         typer.echo(f"registered: {reg.model_uri}; @champion {'moved' if reg.champion else 'stays'}: {reg.reason}")
-    typer.echo(f"mlflow:     search run {outcome.parent_run_id}; browse with: {command_path('mlflow')} ui "
-               f"--backend-store-uri {outcome.tracking_uri} --host 127.0.0.1")
+    typer.echo(f"mlflow:     search run {outcome.parent_run_id}; browse with: "
+               f"{mlflow_ui_command(outcome.tracking_uri)}")
 
 
 command = with_signature(_run, [
