@@ -7,8 +7,9 @@
    ResNet-18 and DLA-34, bf16 autocast, NCHW vs channels_last, batch 32 and 64; fp16 with the
    GradScaler for ResNet-18.
 4. The data path at that speed: ``train_epoch`` fed by ``DataLoader(ShardDataset)`` with 2, 4 and 8
-   loader processes (pinned, sparse batches, heatmaps rendered and colour augmentation on the GPU):
-   images/s and the data-wait share, steady state (first epoch excluded). Needs shards
+   loader processes (pinned, sparse batches, heatmaps rendered and colour augmentation on the GPU,
+   channels_last model and images as the Ray Train worker runs them; ``--data-compile`` for
+   ``torch.compile``): images/s and the data-wait share, steady state (first 10 steps excluded). Needs shards
    (``--shards``, e.g. from ``benchmarks/data_path.py``'s COCO-like generator).
 5. The renderer's time per batch of 32 on the GPU.
 6. Inference images/s (forward + decode, no I/O): ResNet-18 and DLA-34 at 512, batch 1 and 64,
@@ -173,30 +174,96 @@ class Passes(torch.utils.data.IterableDataset):
             yield from self.dataset
 
 
-def data_wait(shards: str, budget: float) -> None:
+def data_wait(shards: str, budget: float, batch: int, compiled: bool, workers_list: tuple[int, ...]) -> None:
+    """``train_epoch`` as the Ray Train worker runs it (channels_last model and images, bf16,
+    colour augmentation and heatmap rendering on the GPU), fed by ``DataLoader(ShardDataset)``."""
     from torch.utils.data import DataLoader
 
     from pipeline.reader import ShardDataset
 
-    for workers in (2, 4, 8):
+    torch.manual_seed(0)
+    model = build_model("resnet18", CLASSES, pretrained="none").cuda().to(memory_format=torch.channels_last)
+    kw = dict(criterion=CenterNetLoss(), optimizer=torch.optim.Adam(model.parameters(), lr=1e-4),
+              weights=WEIGHTS, device="cuda", amp_dtype=torch.bfloat16, color=ColorAugment(0),
+              memory_format=torch.channels_last)
+    step_model = torch.compile(model) if compiled else model
+    if compiled:
+        kw["criterion"] = torch.compile(kw["criterion"])
+    for workers in workers_list:
         if left(budget) < 90:
             print("(time budget: remaining loader cases skipped)")
             return
-        torch.manual_seed(0)
-        model = build_model("resnet18", CLASSES, pretrained="none").cuda()
-        kw = dict(criterion=CenterNetLoss(), optimizer=torch.optim.Adam(model.parameters(), lr=1e-4),
-                  weights=WEIGHTS, device="cuda", amp_dtype=torch.bfloat16, color=ColorAugment(0))
-        model = model.to(memory_format=torch.channels_last)
-        stream = Passes(ShardDataset(shards, rank=0, world_size=1, shuffle=True, seed=0), passes=12 * workers)
-        loader = DataLoader(stream, batch_size=32, num_workers=workers, pin_memory=True, drop_last=True,
+        stream = Passes(ShardDataset(shards, rank=0, world_size=1, shuffle=True, seed=0), passes=24 * workers)
+        loader = DataLoader(stream, batch_size=batch, num_workers=workers, pin_memory=True, drop_last=True,
                             collate_fn=collate_samples, prefetch_factor=4)
         batches = iter(loader)
-        first = train_epoch(model, batches, max_steps=10, **kw)  # worker start, cuDNN autotune: excluded
-        r = train_epoch(model, batches, max_steps=60, **kw)
-        print(f"loader workers {workers}: {32 * r.steps / r.seconds:7.0f} images/s, data wait "
-              f"{100 * r.data_wait_share:5.1f}% over {r.steps} steady steps (first 10 steps: "
-              f"{100 * first.data_wait_share:.1f}% incl. start)", flush=True)
+        t0 = time.perf_counter()
+        first = train_epoch(step_model, batches, max_steps=10, **kw)  # worker start, autotune, compile: excluded
+        first_s = time.perf_counter() - t0
+        r = train_epoch(step_model, batches, max_steps=60, **kw)
+        print(f"loader workers {workers}, batch {batch}{', torch.compile' if compiled else ''}: "
+              f"{batch * r.steps / r.seconds:7.0f} images/s, data wait {100 * r.data_wait_share:5.1f}% over "
+              f"{r.steps} steady steps (first 10 steps: {first_s:.0f} s, {100 * first.data_wait_share:.1f}% "
+              f"data wait, incl. start)", flush=True)
         del batches, loader
+
+
+def step_breakdown(shards: str, batch: int) -> None:
+    """Where a real batch's step goes: the move (H2D copy, colour augmentation, heatmap render),
+    the train step on the moved batch (with and without the loss), a forward alone."""
+    from pipeline.reader import ShardDataset
+
+    from centernet.engine import move_batch
+
+    samples = []
+    for s in ShardDataset(shards, rank=0, world_size=1, shuffle=False, seed=0):
+        samples.append(s)
+        if len(samples) == batch:
+            break
+    host = {k: (v.pin_memory() if isinstance(v, torch.Tensor) else v) for k, v in collate_samples(samples).items()}
+    color = ColorAugment(0)
+    cl = torch.channels_last
+    torch.manual_seed(0)
+    model = build_model("resnet18", CLASSES, pretrained="none").cuda().to(memory_format=cl)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)
+    crit = CenterNetLoss()
+    moved = move_batch(host, "cuda", color=color, memory_format=cl)
+    synth = synthetic_batch(batch)
+    synth["image"] = synth["image"].contiguous(memory_format=cl)
+    timings = {
+        "move_batch (H2D, colour, render)": lambda: move_batch(host, "cuda", color=color, memory_format=cl),
+        "move_batch without colour": lambda: move_batch(host, "cuda", memory_format=cl),
+        "train_step, real batch on GPU": lambda: train_step(model, moved, criterion=crit, optimizer=opt,
+                                                            weights=WEIGHTS, amp_dtype=torch.bfloat16),
+        "train_step, synthetic batch": lambda: train_step(model, synth, criterion=crit, optimizer=opt,
+                                                          weights=WEIGHTS, amp_dtype=torch.bfloat16),
+        "move + train_step": lambda: train_step(model, move_batch(host, "cuda", color=color, memory_format=cl),
+                                                criterion=crit, optimizer=opt, weights=WEIGHTS,
+                                                amp_dtype=torch.bfloat16),
+    }
+    for name, fn in timings.items():
+        sec = cuda_time(fn, warmup=3, iters=15)
+        print(f"{name:36s}: {1e3 * sec:7.2f} ms per batch of {batch} ({batch / sec:6.0f} images/s)", flush=True)
+
+    def forward_loss() -> None:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            out = model(moved["image"])
+        crit(out, moved)
+
+    def forward_only() -> None:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            model(moved["image"])
+
+    for name, fn in (("forward + loss", forward_loss), ("forward", forward_only)):
+        sec = cuda_time(fn, warmup=3, iters=15)
+        print(f"{name:36s}: {1e3 * sec:7.2f} ms per batch of {batch}", flush=True)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
+                                            torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(3):
+            train_step(model, move_batch(host, "cuda", color=color, memory_format=cl), criterion=crit,
+                       optimizer=opt, weights=WEIGHTS, amp_dtype=torch.bfloat16)
+        torch.cuda.synchronize()
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=60))
 
 
 def renderer_time() -> None:
@@ -250,9 +317,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shards", default=None, help="shard directory for the data-path section")
     parser.add_argument("--budget-s", type=float, default=480.0)
-    parser.add_argument("--only", nargs="*", default=None, choices=["checks", "train", "data", "infer"],
+    parser.add_argument("--only", nargs="*", default=None, choices=["checks", "train", "data", "breakdown", "infer"],
                         help="run only these sections")
     parser.add_argument("--compiled-only", action="store_true", help="training: only the torch.compile cases")
+    parser.add_argument("--data-batch", type=int, default=64, help="data path: batch size")
+    parser.add_argument("--data-workers", type=int, nargs="*", default=[2, 4, 8], help="data path: loader processes")
+    parser.add_argument("--data-compile", action="store_true", help="data path: torch.compile the model")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}, {torch.get_num_threads()} CPU threads")
     torch.backends.cudnn.benchmark = True
@@ -266,8 +336,12 @@ def main() -> None:
     if wanted("train"):
         section("training images/s (synthetic batches on the GPU)", lambda: training_speeds(args.budget_s, args.compiled_only))
     if args.shards and wanted("data"):
-        section("data path: data-wait share (ResNet-18 channels_last, bf16, batch 32)",
-                lambda: data_wait(args.shards, args.budget_s))
+        section(f"data path: data-wait share (ResNet-18 channels_last, bf16, batch {args.data_batch})",
+                lambda: data_wait(args.shards, args.budget_s, args.data_batch, args.data_compile,
+                                  tuple(args.data_workers)))
+    if args.shards and wanted("breakdown"):
+        section(f"step breakdown (ResNet-18 channels_last, bf16, batch {args.data_batch})",
+                lambda: step_breakdown(args.shards, args.data_batch))
     if wanted("infer"):
         section("inference images/s", lambda: inference_speeds(args.budget_s))
     print(f"\ntotal {time.monotonic() - START:.0f} s")

@@ -128,15 +128,16 @@ def _to_device(values: Tensor, device: torch.device) -> Tensor:
     return values.to(device, non_blocking=True)
 
 
-def to_network_input(images: Tensor, params: ColorParams | None = None) -> Tensor:
-    """uint8 BGR ``[B, 3, H, W]`` (any strides, e.g. channels-last) -> contiguous float32
-    ``[B, 3, H, W]``: ``/ 255``, with ``params`` the colour augmentation, then ``(x - mean) / std``
-    (COCO BGR statistics), on the images' device. Without ``params``:
-    :func:`centernet.transforms.normalize_batch`."""
+def to_network_input(images: Tensor, params: ColorParams | None = None, *,
+                     memory_format: torch.memory_format = torch.contiguous_format) -> Tensor:
+    """uint8 BGR ``[B, 3, H, W]`` (any strides, e.g. channels-last) -> float32 ``[B, 3, H, W]`` in
+    ``memory_format`` (contiguous unless asked, e.g. ``torch.channels_last`` for a channels-last
+    model): ``/ 255``, with ``params`` the colour augmentation, then ``(x - mean) / std`` (COCO BGR
+    statistics), on the images' device. Without ``params``: :func:`centernet.transforms.normalize_batch`."""
     if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be uint8 [B, 3, H, W], got {images.dtype} {tuple(images.shape)}")
     if params is None:
-        return normalize_batch(images)
+        return normalize_batch(images, memory_format)
     if params.order.shape[0] != images.shape[0]:
         raise ValueError(f"params are for {params.order.shape[0]} images, the batch has {images.shape[0]}")
     p, q, r, shift = color_coefficients(params)
@@ -146,7 +147,8 @@ def to_network_input(images: Tensor, params: ColorParams | None = None) -> Tenso
     coeffs = torch.stack([p[:, None] / (255.0 * std64), r[:, None] / (255.0 * std64),
                           q[:, None] / (255.0 * std64), (shift - mean64) / std64], dim=1)  # [B, 4, 3]
     scale, gray_w, mean_w, const = _to_device(coeffs.to(torch.float32), images.device).unbind(1)  # [B, 3]
-    out = torch.empty(images.shape, dtype=torch.float32, device=images.device)  # [B, 3, H, W] contiguous
+    out = torch.empty(images.shape, dtype=torch.float32, device=images.device,
+                      memory_format=memory_format)  # [B, 3, H, W]
     out.copy_(images)  # float32 0..255 (one pass over any input strides)
     gray = _gray(out)  # [B, H, W]
     offset = const + mean_w * gray.mean(dim=(1, 2))[:, None]  # [B, 3]
@@ -194,6 +196,7 @@ class ColorAugment:
         return ColorParams(*(torch.cat([getattr(p, f) for p in parts]).reshape(-1, 3)
                              for f in ("order", "alpha", "lighting")))
 
-    def __call__(self, images: Tensor, image_ids: Sequence[int], views: Sequence[int] | None = None) -> Tensor:
-        """uint8 BGR ``[B, 3, H, W]`` -> augmented, normalised contiguous float32 ``[B, 3, H, W]``."""
-        return to_network_input(images, self.draw(image_ids, views))
+    def __call__(self, images: Tensor, image_ids: Sequence[int], views: Sequence[int] | None = None, *,
+                 memory_format: torch.memory_format = torch.contiguous_format) -> Tensor:
+        """uint8 BGR ``[B, 3, H, W]`` -> augmented, normalised float32 ``[B, 3, H, W]`` in ``memory_format``."""
+        return to_network_input(images, self.draw(image_ids, views), memory_format=memory_format)

@@ -24,8 +24,9 @@ TARGET_KEYS = ("image", "hm", "wh", "reg", "ind", "mask")
 
 
 def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
-    """Adam, as the official trainer."""
-    return torch.optim.Adam(model.parameters(), lr=lr)
+    """Adam, as the official trainer (its fused CUDA kernel when the model is on a GPU)."""
+    params = list(model.parameters())
+    return torch.optim.Adam(params, lr=lr, fused=bool(params) and all(p.is_cuda for p in params))
 
 
 @dataclass(frozen=True)
@@ -40,11 +41,12 @@ class StepResult:
 
 
 def move_batch(batch: Mapping[str, Tensor], device: torch.device | str, *,
-               color: ColorAugment | None = None) -> dict[str, Tensor]:
+               color: ColorAugment | None = None,
+               memory_format: torch.memory_format = torch.contiguous_format) -> dict[str, Tensor]:
     """The tensors a step needs, on ``device`` (non-blocking copies; pin the batch for CUDA).
 
-    "image": uint8 BGR ``[B, 3, H, W]`` (any strides) is normalised on ``device`` into a contiguous
-    float32 batch, with ``color`` (training only) the official colour augmentation applied between
+    "image": uint8 BGR ``[B, 3, H, W]`` (any strides) is normalised on ``device`` into a float32
+    batch in ``memory_format`` (``torch.channels_last`` for a channels-last model), with ``color`` (training only) the official colour augmentation applied between
     ``/ 255`` and the standardisation (its parameters keyed by the batch's "image_id" and "view");
     an already normalised float32 batch is moved as it is. "hm":
     a dense batch's is moved, a sparse one (:func:`centernet.batch.collate_samples`) is rendered on
@@ -57,9 +59,12 @@ def move_batch(batch: Mapping[str, Tensor], device: torch.device | str, *,
         raise ValueError("colour augmentation needs the uint8 images and the image ids the readers yield, got "
                          f"{image.dtype} images and keys {sorted(batch)}")
     if color is not None:  # per-sample parameters keyed by (image id, view): independent of the batching
-        image = color(image, batch["image_id"].tolist(), batch["view"].tolist() if "view" in batch else None)
+        image = color(image, batch["image_id"].tolist(), batch["view"].tolist() if "view" in batch else None,
+                      memory_format=memory_format)
     elif image.dtype == torch.uint8:
-        image = to_network_input(image)
+        image = to_network_input(image, memory_format=memory_format)
+    else:
+        image = image.contiguous(memory_format=memory_format)
     moved["image"] = image
     return moved
 
@@ -80,7 +85,7 @@ def train_step(
     A step whose loss or gradient norm is not finite is skipped and reported as such: no update,
     and the model's buffers (BatchNorm running statistics, which the forward pass already changed)
     are put back, so a single bad batch cannot poison the model. Under ``torch.distributed`` the
-    decision is collective: every rank skips the same steps (see :func:`_all_finite`).
+    decision is collective: every rank skips the same steps (see :func:`_finite_flag`).
     ``amp_dtype`` enables autocast on CUDA (bf16, or fp16 together with a ``scaler``).
     """
     model.train()
@@ -90,14 +95,18 @@ def train_step(
         outputs = model(batch["image"])
     losses = criterion(outputs, batch)  # computed in float32
     total = combine_losses(losses, weights)
-    values = {k: float(losses[k].detach()) for k in LOSS_NAMES}
+    # One host sync for the loss values and the finiteness decision together.
+    host = torch.cat([torch.stack([losses[k].detach() for k in LOSS_NAMES] + [total.detach()]).float(),
+                      _finite_flag(total.detach())]).tolist()  # [len(LOSS_NAMES) + 2]
+    values = dict(zip(LOSS_NAMES, host[:len(LOSS_NAMES)]))
+    total_value, finite = host[-2], host[-1] == 1.0
     n = int(batch["image"].shape[0])
     optimizer.zero_grad(set_to_none=True)
-    if not _all_finite(total.detach()):
+    if not finite:
         # Decided before backward: under DDP, backward all-reduces gradients, so a rank that skipped
         # it alone would leave the others waiting (or pair their buckets with the next step's).
         _restore(model.buffers(), buffers)
-        return StepResult(values, float(total.detach()), True, float("nan"), n)
+        return StepResult(values, total_value, True, float("nan"), n)
     if scaler is not None:
         scaler.scale(total).backward()
         scaler.unscale_(optimizer)
@@ -111,22 +120,22 @@ def train_step(
         _restore(model.buffers(), buffers)
         if scaler is not None:
             scaler.update()  # lets the scaler lower its scale after an overflow
-        return StepResult(values, float(total.detach()), True, grad_norm, n)
+        return StepResult(values, total_value, True, grad_norm, n)
     if scaler is not None:
         scaler.step(optimizer)
         scaler.update()
     else:
         optimizer.step()
-    return StepResult(values, float(total.detach()), False, grad_norm, n)
+    return StepResult(values, total_value, False, grad_norm, n)
 
 
-def _all_finite(loss: Tensor) -> bool:
-    """Whether ``loss`` is finite on this rank and, under ``torch.distributed``, on every rank
-    (an all-reduce MIN of the flag, so all ranks take the same decision)."""
-    flag = torch.isfinite(loss).to(torch.float32).reshape(1)  # [1], on the loss's device
+def _finite_flag(loss: Tensor) -> Tensor:
+    """``[1]`` float32 on the loss's device: 1.0 where ``loss`` is finite on this rank and, under
+    ``torch.distributed``, on every rank (an all-reduce MIN, so all ranks take the same decision)."""
+    flag = torch.isfinite(loss).to(torch.float32).reshape(1)  # [1]
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-    return bool(flag.item() == 1.0)
+    return flag
 
 
 @torch.no_grad()
@@ -138,8 +147,7 @@ def _restore(targets: Iterable[Tensor], saved: list[Tensor]) -> None:
 def _grad_norm(model: nn.Module, max_norm: float | None) -> float:
     params = [p for p in model.parameters() if p.grad is not None]
     if max_norm is None:
-        norms = torch.stack([p.grad.detach().norm() for p in params]) if params else torch.zeros(1)
-        return float(norms.norm())
+        return float(torch.nn.utils.get_total_norm([p.grad.detach() for p in params])) if params else 0.0
     return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
 
 
@@ -183,6 +191,7 @@ def train_epoch(
     on_step: Callable[[int, StepResult], None] | None = None,
     max_steps: int | None = None,
     color: ColorAugment | None = None,
+    memory_format: torch.memory_format = torch.contiguous_format,
 ) -> EpochResult:
     """Run :func:`train_step` over ``loader``; ``on_step(step_index, result)`` after each step.
 
@@ -190,7 +199,8 @@ def train_epoch(
     step that updated the weights; skipped steps do not advance it (under DDP all ranks skip the
     same steps, so their schedules stay equal). Time spent waiting for the loader is measured
     separately (``data_wait_share``).
-    ``color``: the training colour augmentation :func:`move_batch` applies (``None``: off).
+    ``color``: the training colour augmentation :func:`move_batch` applies (``None``: off);
+    ``memory_format``: the images' layout on the device (``torch.channels_last`` for a channels-last model).
     """
     result = EpochResult()
     start = time.perf_counter()
@@ -202,7 +212,7 @@ def train_epoch(
         except StopIteration:
             break
         result.data_wait_seconds += time.perf_counter() - t0
-        step = train_step(model, move_batch(batch, device, color=color), criterion=criterion, optimizer=optimizer,
+        step = train_step(model, move_batch(batch, device, color=color, memory_format=memory_format), criterion=criterion, optimizer=optimizer,
                           weights=weights, max_grad_norm=max_grad_norm, amp_dtype=amp_dtype, scaler=scaler)
         result.steps += 1
         result.images += step.batch_size

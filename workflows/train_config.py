@@ -62,6 +62,12 @@ class TrainConfig:
     cpus_per_worker: int = setting(1, help="CPUs reserved per worker.")
     use_gpu: bool = setting(False, help="One GPU per worker (NCCL) or CPU (gloo).", flag="--gpu/--cpu")
     amp: str = setting("none", help="Mixed precision on GPU.", choices=AMP_MODES)
+    channels_last: bool = setting(True, help="Channels-last layout of model and images on GPU (faster "
+                                             "convolutions under --amp); no effect on CPU.",
+                                  flag="--channels-last/--no-channels-last")
+    compile: bool = setting(False, help="torch.compile the training model (its first steps wait for the "
+                                        "compiler; pays off on GPU over long runs).",
+                            flag="--compile/--no-compile")
     batchnorm: str = setting("batch", help="Batch norm: per-replica statistics, frozen running statistics, "
                                            "or SyncBatchNorm (GPU).", choices=BATCHNORM_MODES)
     seed: int = setting(0, help="Seed of initialisation, data order and augmentation.")

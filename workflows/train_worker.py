@@ -54,6 +54,8 @@ class State:
     scheduler: Any
     scaler: Any | None
     amp_dtype: Any | None
+    memory_format: Any  # of the images on the device: torch.channels_last for a channels-last model
+    criterion: Any  # CenterNetLoss, compiled with the model under --compile
     start_epoch: int = 0
     global_step: int = 0
     best_ap: float = float("nan")
@@ -143,6 +145,7 @@ def _build_state(w: Worker, info: DataInfo) -> State:
     from centernet.batchnorm import apply_batchnorm_mode
     from centernet.data import CategoryMap
     from centernet.engine import make_optimizer
+    from centernet.losses import CenterNetLoss
     from centernet.models import build_model
     from centernet.schedule import make_lr_scheduler
 
@@ -152,6 +155,9 @@ def _build_state(w: Worker, info: DataInfo) -> State:
     pretrained = cfg.pretrained_source if w.rank == 0 else "none"
     model = build_model(cfg.arch, num_classes, head_conv=cfg.head_conv, pretrained=pretrained)
     model = apply_batchnorm_mode(model, cfg.batchnorm).to(w.device)
+    channels_last = cfg.channels_last and w.device.type == "cuda"
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
     optimizer = make_optimizer(model, cfg.effective_lr)
     steps = steps_per_epoch(info.num_samples, w.world, cfg.batch_size, cfg.max_steps_per_epoch)
     with warnings.catch_warnings():  # the driver already said it (a milestone past the last epoch)
@@ -161,12 +167,14 @@ def _build_state(w: Worker, info: DataInfo) -> State:
                                       warmup_steps=cfg.effective_warmup_steps)
     amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.amp]
     scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
-    state = State(model, model, optimizer, scheduler, scaler, amp_dtype)
+    state = State(model, model, optimizer, scheduler, scaler, amp_dtype, memory_format, CenterNetLoss())
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         _restore(w, state, checkpoint, info)
     state.model = ray.train.torch.prepare_model(model, move_to_device=False)
-    state.module = state.model.module if hasattr(state.model, "module") else state.model
+    state.module = model  # the bare model: evaluation and checkpoints (no DDP or compiler wrapper)
+    if cfg.compile:  # the loss too: its element-wise work over [B, C, H/4, W/4] is a third of an eager step
+        state.model, state.criterion = torch.compile(state.model), torch.compile(state.criterion)
     return state
 
 
@@ -191,7 +199,6 @@ def _train_one_epoch(w: Worker, state: State, batches: Any, epoch: int, color: A
     """``train_epoch`` over this rank's batches (``color``: the loader's colour augmentation or
     ``None``); rank 0 logs each step and updates the board."""
     from centernet.engine import train_epoch
-    from centernet.losses import CenterNetLoss
 
     cfg = w.cfg
     last = [time.perf_counter()]
@@ -214,10 +221,11 @@ def _train_one_epoch(w: Worker, state: State, batches: Any, epoch: int, color: A
                                    "global_step": state.global_step, "loss": step.total,
                                    "images_per_second": ips, "skipped": step.skipped})
 
-    result = train_epoch(state.model, batches, criterion=CenterNetLoss(), optimizer=state.optimizer,
+    result = train_epoch(state.model, batches, criterion=state.criterion, optimizer=state.optimizer,
                          weights=cfg.loss_weights, device=w.device, max_grad_norm=cfg.max_grad_norm,
                          amp_dtype=state.amp_dtype, scaler=state.scaler, scheduler=state.scheduler,
-                         on_step=on_step, max_steps=cfg.max_steps_per_epoch, color=color)
+                         on_step=on_step, max_steps=cfg.max_steps_per_epoch, color=color,
+                         memory_format=state.memory_format)
     return result
 
 
@@ -300,7 +308,7 @@ def _report(w: Worker, state: State, info: DataInfo, val_info: DataInfo | None, 
                      "input_size": [info.input_size, info.input_size], "data_hash": info.data_hash,
                      "val_data_hash": val_info.data_hash if val_info is not None else None,
                      "global_step": state.global_step, "best_ap": state.best_ap, "metrics": metrics}
-            save_checkpoint(Path(tmp) / CHECKPOINT_FILE, state.model, optimizer=state.optimizer,
+            save_checkpoint(Path(tmp) / CHECKPOINT_FILE, state.module, optimizer=state.optimizer,
                             scheduler=state.scheduler, epoch=epoch, extra=extra)
             ckpt = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"epoch_{epoch:04d}")

@@ -54,7 +54,7 @@ def first_run(shards, tracking, tmp_path_factory):
     return cfg, run_training(cfg, show_progress=False)
 
 
-def test_two_workers_losses_mlflow_and_checkpoint(first_run, shards, tracking):
+def test_two_workers_losses_mlflow_and_checkpoint(first_run, shards, tracking, tmp_path):
     cfg, out = first_run
     c = client(tracking)
     run = c.get_run(out.mlflow_run_id)
@@ -91,7 +91,7 @@ def test_two_workers_losses_mlflow_and_checkpoint(first_run, shards, tracking):
     cats = CategoryMap.from_dict(extra["classes"])
     # same predictions from the Ray-storage checkpoint and the MLflow artifact copy, and the
     # reported validation AP is what the restored model scores
-    art_dir = c.download_artifacts(run.info.run_id, "checkpoint")
+    art_dir = c.download_artifacts(run.info.run_id, "checkpoint", str(tmp_path))
     models = []
     for state in (ckpt, load_checkpoint_file(os.path.join(art_dir, CHECKPOINT_FILE))):
         m = build_model("resnet18", cats.num_classes)
@@ -173,3 +173,17 @@ def test_config_validation_names_the_bad_value(tmp_path):
     assert TrainConfig(data="x", batch_size=16, num_workers=4).effective_lr == pytest.approx(2.5e-4)
     m = apply_batchnorm_mode(build_model("resnet18", 2), "frozen")
     assert not any(type(x) is torch.nn.BatchNorm2d for x in m.modules())
+
+
+@pytest.mark.long  # torch.compile of ResNet-18 forward + backward takes minutes on 2 CPU cores
+@pytest.mark.timeout(1500)
+def test_compiled_training_gives_a_checkpoint_of_the_bare_model(shards, tracking, tmp_path):
+    cfg = TrainConfig(pretrained="none", data=str(shards / "train"), val_data=str(shards / "val"), arch="resnet18",
+                      epochs=1, batch_size=4, num_workers=1, lr=2e-3, loader_workers=0, preview_images=0,
+                      storage_path=str(tmp_path), name="compiled", compile=True, max_steps_per_epoch=3)
+    out = run_training(cfg, show_progress=False)
+    assert out.metrics["steps"] == 3 and np.isfinite(out.metrics["train/total"])
+    saved = load_checkpoint_file(out.checkpoint_path)
+    # the checkpoint holds the bare model's names (no torch.compile "_orig_mod." prefix): it loads as is
+    model = build_model("resnet18", CategoryMap.from_dict(saved["extra"]["classes"]).num_classes)
+    model.load_state_dict(saved["state_dict"])

@@ -75,7 +75,7 @@ def test_one_parent_run_and_a_nested_training_run_per_trial(search, tracking):
     assert len(weights) == 4  # every trial its own weights
 
 
-def test_asha_stops_trials_and_they_are_recorded_as_stopped(search, tracking):
+def test_asha_stops_trials_and_they_are_recorded_as_stopped(search, tracking, tmp_path):
     c = client(tracking)
     states = {}
     for record in search.trials:
@@ -87,7 +87,7 @@ def test_asha_stops_trials_and_they_are_recorded_as_stopped(search, tracking):
         # one evaluation per epoch it ran, and the checkpoint it left is its last epoch's
         assert len(c.get_metric_history(record.run_id, "val/AP")) == done
         assert len(c.get_metric_history(record.run_id, "train/total")) == done
-        path = c.download_artifacts(record.run_id, f"checkpoint/{CHECKPOINT_FILE}")
+        path = c.download_artifacts(record.run_id, f"checkpoint/{CHECKPOINT_FILE}", str(tmp_path))
         assert load_checkpoint_file(path)["epoch"] == done - 1
     assert STOPPED in states.values(), states
     assert COMPLETED in states.values(), states
@@ -107,7 +107,7 @@ def test_weighted_losses_are_the_trial_weights_times_its_losses(search, tracking
                 assert math.isclose(weighted[step], weight * value, rel_tol=1e-9, abs_tol=1e-12), (k, step)
 
 
-def test_the_parent_gets_the_best_trial_a_csv_and_two_plots(search, tracking):
+def test_the_parent_gets_the_best_trial_a_csv_and_two_plots(search, tracking, tmp_path):
     c = client(tracking)
     finals = {r.trial_id: c.get_run(r.run_id).data.metrics["val/AP"] for r in search.trials}
     best_id = max(finals, key=finals.get)
@@ -123,7 +123,7 @@ def test_the_parent_gets_the_best_trial_a_csv_and_two_plots(search, tracking):
     assert parent.data.metrics["trials_stopped_early"] == counts[STOPPED]
     assert {a.path for a in c.list_artifacts(search.parent_run_id, "tune")} == {
         "tune/trials.csv", "tune/val_ap_vs_settings.png", "tune/learning_curves.png"}
-    with open(c.download_artifacts(search.parent_run_id, "tune/trials.csv")) as f:
+    with open(c.download_artifacts(search.parent_run_id, "tune/trials.csv", str(tmp_path))) as f:
         rows = {row["trial_id"]: row for row in csv.DictReader(f)}
     assert set(rows) == set(finals)
     for record in search.trials:

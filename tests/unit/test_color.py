@@ -157,6 +157,17 @@ def test_fused_network_input_equals_augment_then_standardise():
     torch.testing.assert_close(to_network_input(images, params(b=4)), plain, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("augment", [False, True])
+def test_channels_last_network_input_has_the_same_values(augment):
+    g = torch.Generator().manual_seed(2)
+    images = torch.randint(0, 256, (3, 3, 16, 12), dtype=torch.uint8, generator=g)  # NCHW input
+    p = draw_color_params(3, g) if augment else None
+    dense = to_network_input(images, p)
+    last = to_network_input(images, p, memory_format=torch.channels_last)
+    assert last.is_contiguous(memory_format=torch.channels_last) and not last.is_contiguous()
+    assert torch.equal(last, dense)
+
+
 def test_draws_are_keyed_by_seed_epoch_image_and_view_not_by_batching():
     ids = list(range(100, 612))
     a = ColorAugment(seed=3)

@@ -63,6 +63,24 @@ def test_non_finite_step_is_skipped_and_the_model_untouched():
     assert math.isfinite(epoch.mean_losses["total"]) and 0 <= epoch.data_wait_share < 1
 
 
+def test_channels_last_step_gives_the_losses_of_the_contiguous_step():
+    from centernet.models import build_model
+
+    batch = _batch(2)
+    results = []
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        torch.manual_seed(0)
+        model = build_model("resnet18", 2).to(memory_format=fmt)
+        optimizer = make_optimizer(model, 1e-3)
+        moved = dict(batch, image=batch["image"].contiguous(memory_format=fmt))
+        results.append([train_step(model, moved, criterion=CenterNetLoss(), optimizer=optimizer,
+                                   weights=DEFAULT_LOSS_WEIGHTS) for _ in range(2)])
+    for contiguous, last in zip(*results):
+        assert not contiguous.skipped and not last.skipped
+        assert last.total == pytest.approx(contiguous.total, rel=1e-4)
+        assert last.losses == pytest.approx(contiguous.losses, rel=1e-4)
+
+
 def test_train_epoch_steps_the_scheduler_after_each_update_only():
     from centernet.models import build_model
 
