@@ -74,6 +74,26 @@ def step_key(step: str, inputs: Mapping[str, Any]) -> str:
     return f"{step}-{hashlib.sha256(payload.encode()).hexdigest()[:32]}"
 
 
+# The keys of a step's result that name what it wrote (a directory or a file).
+OUTPUT_KEYS = ("dir", "checkpoint", "report", "picture", "detections", "images", "annotations")
+
+
+def missing_outputs(result: Any) -> list[str]:
+    """The local paths named in ``result`` (a step's result, nested dicts included) that no longer
+    exist: a cached result whose outputs were deleted must be made again. URIs (``s3://``, ...) are
+    not checked here (the step that reads them reports a missing object)."""
+    gone: list[str] = []
+    if not isinstance(result, Mapping):
+        return gone
+    for key, value in result.items():
+        if isinstance(value, Mapping):
+            gone += missing_outputs(value)
+        elif key in OUTPUT_KEYS and isinstance(value, str) and value and "://" not in value \
+                and not Path(value).exists():
+            gone.append(value)
+    return gone
+
+
 def cache_key_from_parameters(context: Any, parameters: Mapping[str, Any]) -> str:
     """Prefect ``cache_key_fn``: every step task takes its precomputed key as parameter ``key``."""
     return str(parameters["key"])

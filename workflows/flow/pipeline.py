@@ -176,7 +176,23 @@ def _call(outcome: PipelineOutcome, name: str, task: Any, refresh: bool, *args: 
     """Run one task (the cache unless ``refresh``), record and report it; the step's error propagates."""
     start = time.perf_counter()
     state = (task.with_options(refresh_cache=True) if refresh else task)(*args, return_state=True)
+    state = _unless_outputs_gone(name, task, state, args)
     return _record(outcome, name, state, time.perf_counter() - start)
+
+
+def _unless_outputs_gone(name: str, task: Any, state: Any, args: tuple[Any, ...]) -> Any:
+    """``state``, or, when it is a cached result whose files were deleted since, the state of the
+    step run again (cache refreshed)."""
+    from workflows.flow.caching import missing_outputs
+
+    if state.name != "Cached":
+        return state
+    gone = missing_outputs(state.result(raise_on_failure=False))
+    if not gone:
+        return state
+    log.info("%-11s cached, but %s %s gone: running it again", name + ":", ", ".join(gone),
+             "is" if len(gone) == 1 else "are")
+    return task.with_options(refresh_cache=True)(*args, return_state=True)
 
 
 def _record(outcome: PipelineOutcome, name: str, state: Any, wall: float) -> dict[str, Any]:
@@ -211,7 +227,7 @@ def _steps(cfg: PipelineConfig, plan: StepPlan, outcome: PipelineOutcome, tasks:
     ray = SharedRay(address, verbose=verbose)
     precompute_task = tasks["precompute_split"].with_options(refresh_cache=True) if plan.refresh("data") \
         else tasks["precompute_split"]
-    futures = {}
+    futures, arguments = {}, {}
     start = time.perf_counter()
     for split in ("train", "val"):
         images, annotations, ann_hash = sources[split]
@@ -219,12 +235,14 @@ def _steps(cfg: PipelineConfig, plan: StepPlan, outcome: PipelineOutcome, tasks:
         key = step_key("precompute", {"split": split, "images": images, "annotations_sha256": ann_hash,
                                       "settings": settings, "out": data.shard_dir(split),
                                       "chunk_size": data.chunk_size})
-        futures[split] = precompute_task.submit(key, split, images, annotations, data.shard_dir(split), settings,
-                                                data.chunk_size, data.workers, ray)
+        arguments[split] = (key, split, images, annotations, data.shard_dir(split), settings, data.chunk_size,
+                            data.workers, ray)
+        futures[split] = precompute_task.submit(*arguments[split])
     shards = {}
     for split, future in futures.items():
         future.wait()
-        shards[split] = _record(outcome, f"precompute {split}", future.state, time.perf_counter() - start)
+        state = _unless_outputs_gone(f"precompute {split}", precompute_task, future.state, arguments[split])
+        shards[split] = _record(outcome, f"precompute {split}", state, time.perf_counter() - start)
     upstream = {split: shards[split]["manifest_sha256"] for split in shards}
 
     # -- search (optional): the best trial's loss weights and lr for the final training
