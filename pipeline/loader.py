@@ -35,6 +35,12 @@ class DataInfo:
     input_size: int
     annotations: str | None  # COCO ground truth for evaluation
     manifest: str | None
+    views: int = 1  # augmented copies of each image in training shards (one per epoch is trained)
+
+    @property
+    def images_per_epoch(self) -> int:
+        """Samples a training epoch reads: one copy of each image (``num_samples / views``)."""
+        return self.num_samples // self.views
 
 
 def _short_hash(data: bytes) -> str:
@@ -57,7 +63,8 @@ def describe_data(path: str | Path, input_size: int = 512) -> DataInfo:
             size = size[0]
         return DataInfo(where, "shards", dict(m["classes"]), int(m.get("num_samples", 0)),
                         _short_hash(read_bytes(fs, manifest_path)), int(size),
-                        ann if ann and exists(fs, resolve(ann)[1]) else None, join(where, MANIFEST_NAME))
+                        ann if ann and exists(fs, resolve(ann)[1]) else None, join(where, MANIFEST_NAME),
+                        views=int(m.get("settings", {}).get("views", 1)))
     local = Path(base)
     ann_file = local / "annotations.json"
     if "://" not in text and ann_file.is_file() and (local / "images").is_dir():
@@ -154,7 +161,8 @@ def make_loader(
     if info.kind == "shards":
         from pipeline.reader import ShardDataset
 
-        ds = ShardDataset(info.path, rank=rank, world_size=world_size, shuffle=train, seed=seed)
+        ds = ShardDataset(info.path, rank=rank, world_size=world_size, shuffle=train, seed=seed,
+                          one_view_per_epoch=train)
         return RankLoader(DataLoader(ds, **common), [ds, *extra], color)
     from centernet.dataset import CocoSampleDataset
     from centernet.sample import SampleConfig

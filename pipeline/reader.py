@@ -212,11 +212,16 @@ class ShardDataset(_IterableDataset):
     shard order and record-batch order per epoch, plus a buffer of ``buffer_size`` samples (each
     buffered sample is a copy: memory ~ ``buffer_size`` x image bytes); call :meth:`set_epoch`
     before each epoch (with ``persistent_workers=False`` the loader workers see the new epoch).
+
+    ``one_view_per_epoch`` (training on shards of ``views`` V > 1 augmented copies per image): each
+    epoch yields one copy of every image, view ``(epoch + image_id) % V``, so an epoch is one pass
+    over the images and V epochs see V different augmentations of each (as a loader that augments
+    afresh every epoch, up to V). Off: every stored copy, every epoch.
     """
 
     def __init__(self, shard_dir: str | Path, *, rank: int | None = None, world_size: int | None = None,
                  shuffle: bool = True, seed: int = 0, buffer_size: int = DEFAULT_BUFFER_SIZE,
-                 verify: bool = False):
+                 verify: bool = False, one_view_per_epoch: bool = False):
         super().__init__()
         if (rank is None) != (world_size is None):
             raise ValueError("give both rank and world_size, or neither")
@@ -233,6 +238,7 @@ class ShardDataset(_IterableDataset):
         self.rank, self.world_size = int(rank), int(world_size)
         self.shuffle, self.seed, self.buffer_size = shuffle, int(seed), int(buffer_size)
         self.verify = verify
+        self.views = int(self.settings.views) if one_view_per_epoch else 1  # 1: every stored row
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -243,8 +249,9 @@ class ShardDataset(_IterableDataset):
         return self.categories.num_classes
 
     def __len__(self) -> int:
-        """Samples this rank yields per epoch (over all its loader workers)."""
-        return samples_per_rank(self.manifest, self.world_size)[self.rank]
+        """Samples this rank yields per epoch (over all its loader workers); with one view per
+        epoch, its rows / V (exact up to the images whose copies straddle a rank's boundary)."""
+        return samples_per_rank(self.manifest, self.world_size)[self.rank] // self.views
 
     def plan(self, worker: int = 0, num_workers: int = 1) -> list[tuple[int, int, int]]:
         """(shard index, row start, row stop) segments of this rank's ``worker`` for the epoch."""
@@ -266,7 +273,9 @@ class ShardDataset(_IterableDataset):
     def _raw_rows(self, worker: int, num_workers: int, rng: random.Random | None) -> Iterator[dict[str, Any]]:
         shards = _Shards(self.shard_dir, self.manifest, self.verify)
         for index, start, stop in self.plan(worker, num_workers):
-            yield from shards.rows(index, start, stop, rng)
+            for row in shards.rows(index, start, stop, rng):
+                if self.views == 1 or (row["view"] - self.epoch - row["image_id"]) % self.views == 0:
+                    yield row
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         from torch.utils.data import get_worker_info

@@ -35,7 +35,8 @@ class PrecomputeSettings:
     (``input_size`` one side). ``augment``: official geometric training augmentation (random
     scale/shift crop, flip); off stores the plain letterboxed image once (validation data). Stored
     images never carry colour augmentation: the official one runs on training batches on the
-    device (``centernet.color.ColorAugment``). ``views``: augmented copies per image.
+    device (``centernet.color.ColorAugment``). ``views``: augmented copies per image
+    (training reads one per epoch: ``pipeline.reader.ShardDataset(one_view_per_epoch=True)``).
     ``image_format``/``jpeg_quality``: how images are stored: ``"raw"`` (uint8 BGR pixels,
     compressed by Arrow's zstd; no decoding at read time, the fastest reader), ``"jpg"`` (smallest
     on photographs, lossy) or ``"png"`` (lossless). Build with flat keyword arguments through
@@ -46,7 +47,8 @@ class PrecomputeSettings:
     augment: bool = setting(True, help="Official geometric augmentation (training data); --no-augment stores "
                                        "the plain letterboxed image once (validation data).",
                             flag="--augment/--no-augment")
-    views: int = setting(1, help="Augmented copies per image (training data).")
+    views: int = setting(1, help="Augmented copies per image (training data); training reads one copy of "
+                                 "each image per epoch, the next copy the next epoch.")
     seed: int = setting(0, help="Augmentation seed; a (seed, image id, view) always gives the same view.")
     image_format: str = setting("raw", help="How images are stored: raw uint8 pixels (zstd; fastest reader), "
                                             "jpg (smallest on photos, lossy) or png (lossless).",

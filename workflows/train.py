@@ -287,8 +287,10 @@ def checkpoint_uri(checkpoint: Any) -> str:
 def describe_job(cfg: TrainConfig, data: JobData, run_dir: str, run_id: str, tracking_uri: str) -> None:
     """A few lines about what was found and where results go (logger ``centernet.train``)."""
     names = ", ".join(data.train.classes["names"][:8]) + (" ..." if len(data.train.classes["names"]) > 8 else "")
-    log.info("data:       %s: %d samples (%s), %d classes: %s", cfg.data, data.train.num_samples,
-             data.train.kind, len(data.train.classes["names"]), names)
+    views = data.train.views
+    what = (f"{data.train.num_samples} samples ({data.train.kind}: {views} views of {data.train.images_per_epoch} "
+            f"images, one view of each per epoch)" if views > 1 else f"{data.train.num_samples} samples ({data.train.kind})")
+    log.info("data:       %s: %s, %d classes: %s", cfg.data, what, len(data.train.classes["names"]), names)
     if data.val is not None:
         log.info("validation: %s: %d images, COCO AP every %d epoch(s)", cfg.val_data, data.val.num_samples,
                  cfg.eval_every)

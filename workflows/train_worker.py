@@ -159,7 +159,7 @@ def _build_state(w: Worker, info: DataInfo) -> State:
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     optimizer = make_optimizer(model, cfg.effective_lr)
-    steps = steps_per_epoch(info.num_samples, w.world, cfg.batch_size, cfg.max_steps_per_epoch)
+    steps = steps_per_epoch(info.images_per_epoch, w.world, cfg.batch_size, cfg.max_steps_per_epoch)
     with warnings.catch_warnings():  # the driver already said it (a milestone past the last epoch)
         warnings.simplefilter("ignore", UserWarning)
         scheduler = make_lr_scheduler(optimizer, epochs=cfg.epochs, steps_per_epoch=max(1, steps),

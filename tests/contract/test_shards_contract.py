@@ -211,6 +211,29 @@ def test_ranks_and_workers_cover_each_sample_exactly_once(shards, world_size, nu
         assert seen[0] != seen[1]  # reshuffled per epoch
 
 
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+def test_training_reads_one_view_of_each_image_per_epoch_cycling_through_them(shards, world_size):
+    # 23 images x 2 views: each epoch is one pass over the images, views (epoch + image id) % 2
+    assert describe_data(shards["train"]).views == 2 and describe_data(shards["train"]).images_per_epoch == 23
+    views_seen: dict[int, set[int]] = {}
+    for epoch in (0, 1):
+        ids = []
+        for rank in range(world_size):
+            ds = ShardDataset(shards["train"], rank=rank, world_size=world_size, shuffle=True, seed=2,
+                              buffer_size=4, one_view_per_epoch=True)
+            ds.set_epoch(epoch)
+            for s in DataLoader(ds, batch_size=None, num_workers=2):
+                image_id, view = int(s["image_id"]), int(s["view"])
+                assert view == (epoch + image_id) % 2
+                ids.append(image_id)
+                views_seen.setdefault(image_id, set()).add(view)
+            assert abs(len(ds) - 23 / world_size) <= 1
+        assert sorted(ids) == sorted(set(ids)) and len(ids) == 23  # every image once
+    assert all(v == {0, 1} for v in views_seen.values())  # two epochs: both augmentations of each
+    loader = make_loader(describe_data(shards["train"]), rank=0, world_size=1, batch_size=50, train=True)
+    assert len(next(iter(loader))["image_id"]) == 23  # what training gets
+
+
 def test_reader_refuses_unknown_schema_or_settings_hash(shards, tmp_path):
     import shutil
 
