@@ -7,9 +7,10 @@ time, one worker each, once with ASHA (grace 1, reduction 2) and once with FIFO.
 - trial-epochs run (epochs Tune received) and optimisation steps run (what the workers did, from
   MLflow: a stopped trial runs on until Tune's stop reaches it), ASHA's share saved of each;
 - the best val AP of each search, and its wall time;
-- the fixed cost of a trial — from Tune starting its actor to the trial's first optimisation step
-  (Tune + Ray Train start-up: trial driver, Train controller, worker group, process group, data,
-  model) — against the time of one epoch (steps, evaluation, checkpoint, report; epochs 2+).
+- the fixed cost of a trial — from its trainable starting (it opens its MLflow run) to its first
+  optimisation step (Ray Train start-up: Train controller, worker group, process group, data,
+  model) — against the time of one epoch (steps, evaluation, checkpoint, report: the time between
+  consecutive epoch reports, epochs 2+).
 
 Run: python benchmarks/tune.py [--trials 8] [--epochs 4] [--max-concurrent 2]
 """
@@ -45,25 +46,25 @@ def run_search(scheduler: str, shards: tuple[Path, Path], root: Path, args: argp
     wall = time.perf_counter() - start
     c = client(uri)
     steps = {r.trial_id: c.get_metric_history(r.run_id, "loss/total") for r in outcome.trials}
-    return {"outcome": outcome, "wall": wall, "epochs": sum(r.epochs_done for r in outcome.trials),
+    return {"outcome": outcome, "wall": wall, "uri": uri, "epochs": sum(r.epochs_done for r in outcome.trials),
             "steps": sum(len(h) for h in steps.values()),
             "first_step": {t: min(m.timestamp for m in h) / 1000 for t, h in steps.items() if h}}
 
 
 def trial_timings(search: dict[str, Any]) -> tuple[list[float], list[float]]:
-    """(start-up of each trial: Tune's trial start to its first step; durations of epochs 2+)."""
-    from ray.tune import ExperimentAnalysis
+    """(start-up of each trial: its trainable starting — the moment it opens its MLflow run — to its
+    first optimisation step; durations of epochs 2+: between consecutive epoch reports), from MLflow."""
+    from workflows.tracking import client
 
-    analysis = ExperimentAnalysis(search["outcome"].search_dir)
+    c = client(search["uri"])
     startups, epochs = [], []
-    for trial in analysis.trials:
-        frame = analysis.trial_dataframes.get(trial.path)
-        first = search["first_step"].get(trial.trial_id)
-        if frame is None or first is None or frame.empty:
+    for record in search["outcome"].trials:
+        first = search["first_step"].get(record.trial_id)
+        if first is None:
             continue
-        started = float(frame["timestamp"].iloc[0] - frame["time_total_s"].iloc[0])  # the trainable's start
-        startups.append(first - started)
-        epochs += [float(s) for s in frame["time_this_iter_s"].iloc[1:]]
+        startups.append(first - c.get_run(record.run_id).info.start_time / 1000)
+        reports = sorted(m.timestamp / 1000 for m in c.get_metric_history(record.run_id, "train/total"))
+        epochs += [b - a for a, b in zip(reports, reports[1:])]
     return startups, epochs
 
 
@@ -101,7 +102,7 @@ def main() -> None:
     startups += more_startups
     epochs += more_epochs
     start, epoch = statistics.median(startups), statistics.median(epochs)
-    print(f"trial start-up (Tune trial start -> first step), median of {len(startups)}: {start:.1f} s "
+    print(f"trial start-up (trainable start -> first step), median of {len(startups)}: {start:.1f} s "
           f"(min {min(startups):.1f}, max {max(startups):.1f}); one epoch ({len(epochs)} measured): {epoch:.1f} s; "
           f"start-up = {start / epoch:.1f} epochs")
 
