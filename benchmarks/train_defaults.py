@@ -2,7 +2,8 @@
 
 The demo's data (``workflows.demo.DemoConfig`` defaults: 600 train / 100 val synthetic images from
 ``centernet.synthetic.make_synthetic_coco``, seeds 0 / 1) is precomputed into shards at the demo's
-input size (training shards augmented, one view per image; validation with ``--no-augment``), then
+input size (training shards augmented, ``--views`` copies per image, default 4, of which training
+reads one per epoch, in turn; validation with ``--no-augment``), then
 ``centernet train`` runs twice as a subprocess, as a user types it (embedded local Ray on 127.0.0.1,
 1 worker, the demo's batch 16 and 36 epochs, MLflow in a temporary sqlite store):
 
@@ -15,7 +16,7 @@ Both also pass ``--eval-every E`` (evaluate once, at the end, as the demo does: 
 training); checkpoints stay at every epoch, so a worker killed on a busy machine (Ray's memory
 monitor) resumes from its last epoch instead of starting over. Prints AP50 / AP on the validation
 shards and the wall time of each, and new / old ratios. Run (full size, ~20-60 min on 2 busy cores):
-    python benchmarks/train_defaults.py [--epochs 36] [--train-images 600] [--only new]
+    python benchmarks/train_defaults.py [--epochs 36] [--train-images 600] [--views 4] [--only new]
 """
 
 from __future__ import annotations
@@ -48,8 +49,9 @@ def centernet_command() -> str:
     return str(beside)
 
 
-def make_shards(root: Path, train_images: int, val_images: int) -> tuple[Path, Path]:
-    """The demo's data (its generator, parameters and seeds) as train/val shards at its input size."""
+def make_shards(root: Path, train_images: int, val_images: int, views: int = 1) -> tuple[Path, Path]:
+    """The demo's data (its generator, parameters and seeds) as train/val shards at its input size;
+    ``views`` augmented copies of each training image (training reads one per epoch, in turn)."""
     from centernet.synthetic import make_synthetic_coco
     from workflows.demo import DemoConfig
 
@@ -58,7 +60,7 @@ def make_shards(root: Path, train_images: int, val_images: int) -> tuple[Path, P
                   objects_per_image=demo.objects_per_image)
     train = make_synthetic_coco(root / "coco" / "train", demo.train_images, seed=demo.seed, **common)
     val = make_synthetic_coco(root / "coco" / "val", demo.val_images, seed=demo.seed + 1, **common)
-    for name, data, extra in (("train", train, ()), ("val", val, ("--no-augment",))):
+    for name, data, extra in (("train", train, ("--views", str(views))), ("val", val, ("--no-augment",))):
         subprocess.run([centernet_command(), "precompute", "--images", str(data.images_dir), "--annotations",
                         str(data.annotations), "--out", str(root / name), "--input-size", str(demo.input_size),
                         "--seed", str(demo.seed), "--quiet", *extra], check=True)
@@ -96,6 +98,8 @@ def main() -> None:
     parser.add_argument("--val-images", type=int, default=demo.val_images)
     parser.add_argument("--batch-size", type=int, default=demo.batch_size)
     parser.add_argument("--only", choices=sorted(RUNS), help="Run one of the two configurations only.")
+    parser.add_argument("--views", type=int, default=4,
+                        help="Augmented copies per training image (one is read per epoch, in turn).")
     args = parser.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -103,13 +107,13 @@ def main() -> None:
     results: dict[str, TrainRun] = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        shards = make_shards(root, args.train_images, args.val_images)
+        shards = make_shards(root, args.train_images, args.val_images, args.views)
         for label, options in RUNS.items():
             if args.only in (None, label):
                 results[label] = train(shards, options, epochs=args.epochs, batch_size=args.batch_size,
                                        workdir=root, name=f"defaults-{label}")
     print(f"ResNet-18 from scratch, demo data ({args.train_images} train / {args.val_images} val images, input "
-          f"{demo.input_size}), 1 Ray worker, batch {args.batch_size}, {args.epochs} epochs, {os.cpu_count()} cores")
+          f"{demo.input_size}, {args.views} views), 1 Ray worker, batch {args.batch_size}, {args.epochs} epochs, {os.cpu_count()} cores")
     for label, r in results.items():
         print(f"{label:>3} defaults: AP50 {r.ap50:.3f}  AP {r.ap:.3f}  wall {r.seconds:7.1f} s  "
               f"{' '.join(RUNS[label]) or '(none given)'}")

@@ -112,7 +112,11 @@ def ray_session(
                  logging_level=logging.INFO if verbose else logging.ERROR)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = address or os.environ.get("RAY_ADDRESS")
-        raise UserError(f"cannot connect to the Ray cluster at {where}: {' '.join(str(exc).split())[:300]}") from None
+        hint = ("; if the cluster uses token authentication (the default of `ray start` in Ray 2.60), set "
+                "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH to its token file"
+                if os.environ.get("RAY_AUTH_MODE") != "token" else "")
+        raise UserError(f"cannot connect to the Ray cluster at {where}: {' '.join(str(exc).split())[:300]}{hint}") \
+            from None
     try:
         yield RaySession(address or os.environ.get("RAY_ADDRESS"), True, None)
     finally:
