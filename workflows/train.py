@@ -284,13 +284,20 @@ def checkpoint_uri(checkpoint: Any) -> str:
     return f"{scheme}://{path}"
 
 
+def training_samples(info: DataInfo) -> str:
+    """``"2400 samples (shards: 4 views of 600 images, one view of each per epoch)"``, or
+    ``"600 samples (coco)"`` for data with one view per image."""
+    if info.views > 1:
+        return (f"{info.num_samples} samples ({info.kind}: {info.views} views of {info.images_per_epoch} images, "
+                "one view of each per epoch)")
+    return f"{info.num_samples} samples ({info.kind})"
+
+
 def describe_job(cfg: TrainConfig, data: JobData, run_dir: str, run_id: str, tracking_uri: str) -> None:
     """A few lines about what was found and where results go (logger ``centernet.train``)."""
     names = ", ".join(data.train.classes["names"][:8]) + (" ..." if len(data.train.classes["names"]) > 8 else "")
-    views = data.train.views
-    what = (f"{data.train.num_samples} samples ({data.train.kind}: {views} views of {data.train.images_per_epoch} "
-            f"images, one view of each per epoch)" if views > 1 else f"{data.train.num_samples} samples ({data.train.kind})")
-    log.info("data:       %s: %s, %d classes: %s", cfg.data, what, len(data.train.classes["names"]), names)
+    log.info("data:       %s: %s, %d classes: %s", cfg.data, training_samples(data.train),
+             len(data.train.classes["names"]), names)
     if data.val is not None:
         log.info("validation: %s: %d images, COCO AP every %d epoch(s)", cfg.val_data, data.val.num_samples,
                  cfg.eval_every)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from workflows.errors import JobFailed, UserError
-from workflows.train import JobData, check_data, check_pretrained
+from workflows.train import JobData, check_data, check_pretrained, training_samples
 from workflows.train_config import TrainConfig
 from workflows.tune_config import TuneConfig
 from workflows.tune_space import DEFAULT_SPACE, SearchSpace, load_space, parse_space
@@ -369,8 +369,8 @@ def register_best(run_id: str, model_name: str, tracking_uri: str) -> Any:
 def describe_search(train: TrainConfig, tune: TuneConfig, space: SearchSpace, data: JobData, directory: str,
                     parent: str, tracking_uri: str, concurrent: int, *, resumed: bool) -> None:
     """A few lines about the search (logger ``centernet.tune``)."""
-    log.info("data:       %s: %d samples, %d classes; validation %s: %d images", train.data,
-             data.train.num_samples, len(data.train.classes["names"]), train.val_data,
+    log.info("data:       %s: %s, %d classes; validation %s: %d images", train.data,
+             training_samples(data.train), len(data.train.classes["names"]), train.val_data,
              data.val.num_samples if data.val else 0)
     how = (f"ASHA on val AP (grace {tune.grace_period}, reduction {tune.reduction_factor}, max "
            f"{tune.asha_max_epochs(train.epochs)} epochs)" if tune.scheduler == "asha" else "FIFO")
