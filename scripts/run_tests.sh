@@ -14,7 +14,7 @@ for arg in "$@"; do
   case "$arg" in tests|tests/*) paths+=("$arg") ;; esac
 done
 [ ${#paths[@]} -eq 0 ] && set -- tests "$@"
-"$BIN/python" -m pytest "$@"
+"$BIN/python" -m pytest --durations=15 "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then
   echo "pytest collected no tests: treating this as a failure" >&2
