@@ -238,7 +238,8 @@ class ShardDataset(_IterableDataset):
         self.rank, self.world_size = int(rank), int(world_size)
         self.shuffle, self.seed, self.buffer_size = shuffle, int(seed), int(buffer_size)
         self.verify = verify
-        self.views = int(self.settings.views) if one_view_per_epoch else 1  # 1: every stored row
+        # views taken in turn, one per epoch; 1: every stored row, every epoch
+        self.cycle = int(self.settings.views) if one_view_per_epoch else 1
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -251,7 +252,7 @@ class ShardDataset(_IterableDataset):
     def __len__(self) -> int:
         """Samples this rank yields per epoch (over all its loader workers); with one view per
         epoch, its rows / V (exact up to the images whose copies straddle a rank's boundary)."""
-        return samples_per_rank(self.manifest, self.world_size)[self.rank] // self.views
+        return samples_per_rank(self.manifest, self.world_size)[self.rank] // self.cycle
 
     def plan(self, worker: int = 0, num_workers: int = 1) -> list[tuple[int, int, int]]:
         """(shard index, row start, row stop) segments of this rank's ``worker`` for the epoch."""
@@ -274,7 +275,7 @@ class ShardDataset(_IterableDataset):
         shards = _Shards(self.shard_dir, self.manifest, self.verify)
         for index, start, stop in self.plan(worker, num_workers):
             for row in shards.rows(index, start, stop, rng):
-                if self.views == 1 or (row["view"] - self.epoch - row["image_id"]) % self.views == 0:
+                if self.cycle == 1 or (row["view"] - self.epoch - row["image_id"]) % self.cycle == 0:
                     yield row
 
     def __iter__(self) -> Iterator[dict[str, Any]]:

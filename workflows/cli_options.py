@@ -77,6 +77,14 @@ def with_signature(fn: Callable[..., Any], params: list[inspect.Parameter]) -> C
     return fn
 
 
+ADDRESS_HELP = "Ray cluster: auto, host:6379 or ray://host:10001 [default: a local instance on 127.0.0.1]"
+
+
+def address_option() -> inspect.Parameter:
+    """The ``--address`` option of the commands that run on Ray."""
+    return option("address", str | None, None, "--address", help=ADDRESS_HELP)
+
+
 def option(name: str, annotation: Any, default: Any, *flags: str, help: str, **kwargs: Any) -> inspect.Parameter:
     """A keyword-only Typer option parameter for commands whose signature is assembled
     (:func:`with_signature`)."""

@@ -10,6 +10,8 @@ from typing import Any
 
 import typer
 
+from workflows.cli_options import ADDRESS_HELP
+
 EXAMPLES = """Examples:
 
   # the demo recipe: synthetic shapes, minutes on a laptop
@@ -32,8 +34,7 @@ def command(
     config: Path = typer.Argument(..., metavar="CONFIG.yaml", help="Pipeline recipe (see configs/)."),
     overrides: list[str] = typer.Option(None, "--set", metavar="KEY.SUB=VALUE",
                                         help="Override a config key, e.g. train.epochs=3 (repeatable; values are YAML)."),
-    address: str = typer.Option(None, "--address",
-                                help="Ray cluster: auto, host:6379 or ray://host:10001 [default: a local instance on 127.0.0.1]"),
+    address: str = typer.Option(None, "--address", help=ADDRESS_HELP),
     start_from: str = typer.Option(None, "--from", metavar="STEP",
                                    help="Rerun STEP and every later step (data, tune, train, register, evaluate, predict)."),
     only: str = typer.Option(None, "--only", metavar="STEP",

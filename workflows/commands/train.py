@@ -11,7 +11,7 @@ from typing import Any
 import typer
 
 from centernet.config_fields import path_fields
-from workflows.cli_options import cli_parameters, given_values, option, with_signature
+from workflows.cli_options import address_option, cli_parameters, given_values, option, with_signature
 from workflows.console import VERBOSE_HELP, mlflow_ui_command
 from workflows.train_config import TrainConfig
 
@@ -78,8 +78,7 @@ command = with_signature(_run, [
     option("config", Path | None, None, "--config", dir_okay=False,
            help="YAML file of training options (keys as the options, with underscores)."),
     option("resume", str | None, None, "--resume", help="Run directory to continue (<storage-path>/<name>)."),
-    option("address", str | None, None, "--address",
-           help="Ray cluster: auto, host:6379 or ray://host:10001 [default: a local instance on 127.0.0.1]"),
+    address_option(),
     option("no_progress", bool, False, "--no-progress", help="No live progress display."),
     option("verbose", bool, False, "--verbose", "-v", help=VERBOSE_HELP),
 ])
