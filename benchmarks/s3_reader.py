@@ -4,8 +4,10 @@ Shards of a synthetic dataset are precomputed once to local disk and copied byte
 bucket of moto's S3 server (``tests/integration/services.py``, on 127.0.0.1). Then, interleaved and
 best of ``--repeats``, one process reads every sample with
 
-- ``pipeline.reader.iter_samples`` (numpy samples, stored order), and
-- ``pipeline.reader.ShardDataset`` (torch tensors with dense heatmaps: what training consumes),
+- ``pipeline.reader.iter_samples`` (numpy samples, stored order),
+- ``pipeline.reader.ShardDataset`` (torch tensors: what training consumes), and
+- ``pipeline.loader.make_loader`` with ``--loader-workers`` processes (training's DataLoader, each
+  worker reading its shards and keeping 4 batches prefetched),
 
 from the local directory and from the ``s3://`` URI (pyarrow's S3 filesystem, endpoint from
 ``AWS_ENDPOINT_URL_S3``). Reported: samples/s, shard MB/s, the time to open the manifest, and the
@@ -14,6 +16,7 @@ single-process Python server: the ratio measures the S3 protocol path (HTTP rang
 handling), not a real object store's network.
 
     python benchmarks/s3_reader.py [--images 96] [--input-size 256] [--image-format raw] [--repeats 3]
+        [--loader-workers 2]
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integrat
 from services import s3_server, service_dir  # noqa: E402  (the test harness's S3 server)
 
 from centernet.synthetic import make_synthetic_coco  # noqa: E402
+from pipeline.loader import describe_data, make_loader  # noqa: E402
 from pipeline.precompute import precompute  # noqa: E402
 from pipeline.reader import ShardDataset, iter_samples, read_manifest  # noqa: E402
 from pipeline.schema import IMAGE_FORMATS, PrecomputeSettings  # noqa: E402
@@ -58,6 +62,12 @@ def timed_count(make: Callable[[], Iterable]) -> tuple[int, float]:
     return n, time.perf_counter() - start
 
 
+def samples_of(batches: Iterable[dict]) -> Iterable[None]:
+    """One item per sample of each batch (for :func:`timed_count`)."""
+    for batch in batches:
+        yield from [None] * len(batch["image"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=96, help="synthetic images (one sample each)")
@@ -65,6 +75,8 @@ def main() -> None:
     parser.add_argument("--image-format", choices=IMAGE_FORMATS, default="raw", help="how shards store images")
     parser.add_argument("--chunk-size", type=int, default=32, help="images per shard")
     parser.add_argument("--repeats", type=int, default=3, help="passes per reader and source (best counts)")
+    parser.add_argument("--loader-workers", type=int, default=2, help="DataLoader processes of the prefetching reader")
+    parser.add_argument("--batch-size", type=int, default=8, help="batch size of the prefetching reader")
     args = parser.parse_args()
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
@@ -85,6 +97,9 @@ def main() -> None:
             readers = {
                 "iter_samples": lambda src: iter_samples(src),
                 "ShardDataset": lambda src: ShardDataset(src, rank=0, world_size=1, shuffle=False),
+                "prefetching": lambda src: samples_of(make_loader(
+                    describe_data(src, input_size=args.input_size), rank=0, world_size=1, batch_size=args.batch_size,
+                    train=False, loader_workers=args.loader_workers)),
             }
             best: dict[tuple[str, str], float] = {}
             opened: dict[str, float] = {}
@@ -100,7 +115,9 @@ def main() -> None:
 
     print(f"{args.images} samples, input {args.input_size}, image format {args.image_format}; shards "
           f"{shard_bytes / 1e6:.2f} MB ({nbytes / 1e6:.2f} MB uploaded with the manifest and side files); "
-          f"best of {args.repeats}, one process, torch/OpenCV single-threaded")
+          f"best of {args.repeats}, one process, torch/OpenCV single-threaded; prefetching: make_loader with "
+          f"{args.loader_workers} worker processes x prefetch 4, batch {args.batch_size} (its time includes starting "
+          "the workers, once per pass)")
     print(f"manifest open: local {opened['local'] * 1e3:.1f} ms, s3 {opened['s3'] * 1e3:.1f} ms")
     print(f"{'reader':14s} {'source':6s} {'samples/s':>10s} {'MB/s':>8s}")
     for reader in readers:

@@ -134,15 +134,16 @@ def image_folder_data(loaded: LoadedModel, images: str, annotations: str, *, bat
 def evaluate_loaded(loaded: LoadedModel, data: EvaluationData, *, flip: bool = False,
                     scales: Sequence[float] | None = None, device: str = "cpu") -> EvaluationResult:
     """COCO AP of ``loaded`` on ``data`` (single-scale: ``evaluate_model``; else multi-scale)."""
-    from centernet.evaluate import evaluate_coco, load_ground_truth
+    from centernet.evaluate import evaluate_coco
     from centernet.inference import evaluate_model, image_sizes_of
+    from workflows.distributed_eval import ground_truth
     from centernet.multiscale import predict_loader_multiscale
     from workflows.predict import resolve_device
 
     dev = resolve_device(device)
     model = loaded.model.to(dev).eval()
     categories = loaded.spec.categories
-    gt = load_ground_truth(data.annotations)
+    gt = ground_truth(str(data.annotations))  # a local file or a URI (shards in s3://)
     start = time.perf_counter()
     if scales:
         results, seen = predict_loader_multiscale(model, data.loader, categories, image_sizes_of(gt),

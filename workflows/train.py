@@ -38,6 +38,7 @@ class TrainOutcome:
     checkpoint_path: str | None
     metrics: dict[str, Any]
     summary: dict[str, Any] | None
+    checkpoint_sha256: str | None = None  # of checkpoint.pt, hashed while it is local (no second download)
 
 
 @dataclass(frozen=True)
@@ -227,16 +228,24 @@ def run_training(cfg: TrainConfig, *, address: str | None = None, show_progress:
         artifacts = [(d.manifest, kind) for d, kind in ((data.train, "data"), (data.val, "val_data"))
                      if d is not None and d.manifest]
         late = (result.return_value or {}).get("unsent_metrics", [])
-        checkpoint_path = None
+        checkpoint_path = checkpoint_sha256 = None
         if result.checkpoint is not None:
             checkpoint_path = checkpoint_uri(result.checkpoint)
             with result.checkpoint.as_directory() as local_dir:  # downloads from remote storage
                 artifacts.append((f"{local_dir}/{CHECKPOINT_FILE}", "checkpoint"))
                 close_run(tracking_uri, run_id, artifacts, late, checkpoint_path or run_dir)
+                checkpoint_sha256 = _file_sha256(f"{local_dir}/{CHECKPOINT_FILE}")
         else:
             close_run(tracking_uri, run_id, artifacts, late, run_dir)
     return TrainOutcome(result, run_dir, run_id, tracking_uri, checkpoint_path, dict(result.metrics or {}),
-                        result.return_value)
+                        result.return_value, checkpoint_sha256)
+
+
+def _file_sha256(path: str) -> str:
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def open_run(tracking_uri: str, **kwargs: Any) -> str:

@@ -67,7 +67,6 @@ NOT_SET_BY_STACK: dict[str, str] = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "MLflow client's request timeout; MLflow's default unless a user sets it",
     "CENTERNET_FLOW_FAIL_ONCE": "a test hook of `centernet run` (one injected transient failure)",
     "PREFECT_LOGGING_LEVEL": "Prefect's log level; `centernet run` keeps Prefect quiet unless a user sets it",
-    "PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK": "only for results on object storage (a saved Prefect block)",
     "RAY_AIR_NEW_OUTPUT": "set by `centernet tune` for its own process (Tune's console output)",
 }
 

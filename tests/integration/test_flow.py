@@ -4,8 +4,9 @@ PREFECT_HOME), real Ray, real MLflow (SQLite), tiny synthetic data at input 64.
 One working directory for the module, in order: a run killed during training and rerun (the data
 steps come from the cache, training resumes from its checkpoint, one registered version); the same
 config again (every step cached, a fraction of the time); one more epoch (training and the steps
-after it rerun, the data steps cached); a deleted output makes its cached step run again; a transient
-failure retried; a config error before any step.
+after it rerun, the data steps cached); a transient failure retried; a config error before any step.
+(A deleted output making its cached step run again: tests/integration/test_real_services_e2e.py, on
+a results directory in s3://, and tests/unit/test_remote_results.py.)
 """
 
 from __future__ import annotations
@@ -133,19 +134,6 @@ def test_more_epochs_rerun_training_and_what_follows(workdir):
     evaluation = json.loads((workdir / "results" / "tiny" / "evaluation.json").read_text())
     assert evaluation["flip"] is True and evaluation["images"] == 6
     assert (workdir / "results" / "tiny" / "predictions" / "predictions.png").is_file()
-
-
-def test_a_cached_step_whose_output_was_deleted_runs_again(workdir):
-    picture = workdir / "results" / "tiny" / "predictions" / "predictions.png"
-    picture.unlink()
-    done, _ = run(workdir, "--set", "train.epochs=4")
-    output = done.stdout + done.stderr
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert f"{picture.relative_to(workdir)} is gone: running it again" in output or \
-        f"{picture} is gone: running it again" in output, output
-    steps = steps_of(output)
-    assert [s for s, how in steps.items() if how == "done"] == ["predict"], output
-    assert picture.is_file()
 
 
 def test_pipeline_run_is_the_mlflow_parent_of_the_step_runs(workdir):

@@ -79,17 +79,17 @@ OUTPUT_KEYS = ("dir", "checkpoint", "report", "picture", "detections", "images",
 
 
 def missing_outputs(result: Any) -> list[str]:
-    """The local paths named in ``result`` (a step's result, nested dicts included) that no longer
-    exist: a cached result whose outputs were deleted must be made again. URIs (``s3://``, ...) are
-    not checked here (the step that reads them reports a missing object)."""
+    """The paths and URIs named in ``result`` (a step's result, nested dicts included) that no longer
+    exist: a cached result whose outputs were deleted must be made again."""
+    from workflows.flow.remote_results import output_exists
+
     gone: list[str] = []
     if not isinstance(result, Mapping):
         return gone
     for key, value in result.items():
         if isinstance(value, Mapping):
             gone += missing_outputs(value)
-        elif key in OUTPUT_KEYS and isinstance(value, str) and value and "://" not in value \
-                and not Path(value).exists():
+        elif key in OUTPUT_KEYS and isinstance(value, str) and value and not output_exists(value):
             gone.append(value)
     return gone
 

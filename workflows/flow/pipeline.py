@@ -104,8 +104,13 @@ def run_pipeline(cfg: PipelineConfig, *, config_file: str = "", address: str | N
     configure_output(verbose)  # again: importing Prefect resets the warning filters
     quiet_prefect_loggers(verbose)
 
+    from workflows.flow.remote_results import is_uri
+
+    remote = cfg.cache_dir if is_uri(cfg.cache_dir) else None  # else Prefect's local storage path
+
     def centernet_pipeline(config: dict[str, Any], config_file: str) -> PipelineOutcome:
-        return _run_flow(cfg, config_file, plan, address=address, show_progress=show_progress, verbose=verbose)
+        return _run_flow(cfg, config_file, plan, _make_tasks(cfg, remote), address=address,
+                         show_progress=show_progress, verbose=verbose)
 
     pipeline_flow = flow(centernet_pipeline, name="centernet-pipeline", flow_run_name=cfg.name,
                          persist_result=False, validate_parameters=False, log_prints=False)
@@ -116,9 +121,10 @@ def run_pipeline(cfg: PipelineConfig, *, config_file: str = "", address: str | N
         raise UserError(str(exc)) from None
 
 
-def _make_tasks(cfg: PipelineConfig) -> dict[str, Any]:
+def _make_tasks(cfg: PipelineConfig, remote: str | None = None) -> dict[str, Any]:
     """The steps as Prefect tasks: cached by their ``key`` parameter, results as JSON in the results
-    directory, retried ``cfg.retries`` times after transient failures."""
+    directory (at the URI ``remote`` through a storage block; None: Prefect's local storage path),
+    retried ``cfg.retries`` times after transient failures."""
     from prefect import task
 
     from workflows.flow import steps
@@ -126,12 +132,16 @@ def _make_tasks(cfg: PipelineConfig) -> dict[str, Any]:
 
     options = dict(cache_key_fn=cache_key_from_parameters, persist_result=True, result_serializer="json",
                    retries=cfg.retries, retry_delay_seconds=cfg.retry_delay_s, retry_condition_fn=retry_condition)
+    if remote is not None:
+        from workflows.flow.remote_results import result_storage_block
+
+        options["result_storage"] = result_storage_block(remote)
     names = ("synthesize", "precompute_split", "tune", "train", "register", "evaluate", "predict")
     return {name: task(getattr(steps, name), name=name, **options) for name in names}
 
 
-def _run_flow(cfg: PipelineConfig, config_file: str, plan: StepPlan, *, address: str | None,
-              show_progress: bool, verbose: bool) -> PipelineOutcome:
+def _run_flow(cfg: PipelineConfig, config_file: str, plan: StepPlan, tasks: dict[str, Any], *,
+              address: str | None, show_progress: bool, verbose: bool) -> PipelineOutcome:
     from prefect.runtime import flow_run
 
     from workflows.tracking import client, finish_run, resolve_tracking_uri, start_run
@@ -148,7 +158,7 @@ def _run_flow(cfg: PipelineConfig, config_file: str, plan: StepPlan, *, address:
     log.info("pipeline:   %s (Prefect flow run %s, MLflow run %s)", cfg.name, flow_run.name, parent)
     start = time.perf_counter()
     try:
-        _steps(cfg, plan, outcome, _make_tasks(cfg), address=address, show_progress=show_progress, verbose=verbose)
+        _steps(cfg, plan, outcome, tasks, address=address, show_progress=show_progress, verbose=verbose)
     except BaseException:
         finish_run(tracking_uri, parent, status="FAILED")
         raise

@@ -3,8 +3,8 @@
 Without ``PREFECT_API_URL`` a flow run starts Prefect's ephemeral API for the duration of the
 run, on an SQLite store in ``$PREFECT_HOME`` (``~/.prefect/prefect.db``), the same store that
 ``prefect server start`` shows in its UI. Task results and cache records go to the pipeline's
-results directory. Quiet unless ``verbose``: Prefect's logs at CRITICAL (the command reports errors
-as one line), no telemetry (works offline).
+results directory, local or a URI. Quiet unless ``verbose``: Prefect's logs at CRITICAL (the
+command reports errors as one line), no telemetry (works offline).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ PREFECT_DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",  # a busy laptop starts it slowly
 }
-RESULT_STORAGE_BLOCK_ENV = "PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK"
 
 
 def configure_prefect(verbose: bool) -> None:
@@ -43,15 +42,14 @@ def quiet_prefect_loggers(verbose: bool) -> None:
 
 @contextlib.contextmanager
 def result_storage(results_dir: str) -> Iterator[None]:
-    """Task results and cache records under ``results_dir`` for the block. A URI needs a saved
-    Prefect storage block named in ``$PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK`` (e.g. an S3 bucket
-    block of ``prefect-aws``): Prefect writes remote results only through blocks."""
+    """Task results and cache records under the local ``results_dir`` for the block (Prefect's
+    local storage path). A URI is left to the tasks' storage block
+    (:func:`workflows.flow.remote_results.result_storage_block`)."""
     from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
-    if "://" in results_dir:
-        if not os.environ.get(RESULT_STORAGE_BLOCK_ENV):
-            raise ValueError(f"results: {results_dir}: a remote results directory needs a saved Prefect storage "
-                             f"block named in ${RESULT_STORAGE_BLOCK_ENV} (e.g. s3-bucket/results)")
+    from workflows.flow.remote_results import is_uri
+
+    if is_uri(results_dir):
         yield
         return
     os.makedirs(results_dir, exist_ok=True)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from workflows.flow.caching import fail_once_hook, file_sha256
+from workflows.flow.remote_results import staged_output
 
 PARENT_RUN_TAG = "mlflow.parentRunId"
 PREDICTIONS_PICTURE = "predictions.png"
@@ -34,12 +35,14 @@ class SharedRay:
 
     @contextlib.contextmanager
     def use(self) -> Iterator[None]:
-        from workflows.ray_runtime import ray_session
+        from workflows.ray_runtime import ray_session, worker_env_vars
 
         with self._lock:
             if self._users == 0:
                 stack = contextlib.ExitStack()
-                stack.enter_context(ray_session(self.address, dashboard=False, verbose=self.verbose, ship_code=True))
+                # worker_env_vars: a cluster's nodes know nothing of the user's S3 settings
+                stack.enter_context(ray_session(self.address, env_vars=worker_env_vars(), dashboard=False,
+                                                verbose=self.verbose, ship_code=True))
                 self._stack = stack
             self._users += 1
         try:
@@ -122,7 +125,7 @@ def train(key: str, config: Mapping[str, Any], address: str | None, parent_run_i
             else f"epochs 1-{last} of {config['epochs']}")
     return {"run_id": outcome.mlflow_run_id, "start_epoch": start_epoch, "note": note, "tracking_uri": outcome.tracking_uri, "run_dir": outcome.run_dir,
             "checkpoint": outcome.checkpoint_path,
-            "checkpoint_sha256": file_sha256(outcome.checkpoint_path) if outcome.checkpoint_path else None,
+            "checkpoint_sha256": outcome.checkpoint_sha256[:16] if outcome.checkpoint_sha256 else None,
             "metrics": metrics, "seconds": time.perf_counter() - start}
 
 
@@ -151,10 +154,10 @@ def evaluate(key: str, model_uri: str, data: str, flip: bool, batch_size: int, d
     loaded = resolve_model(model_uri, tracking_uri=tracking_uri)
     source = shard_or_coco_data(loaded, data, batch_size=batch_size)
     result = evaluate_loaded(loaded, source, flip=flip, device=device)
-    report = write_report(result.report(loaded), out)
-    run_id = log_evaluation(loaded, result, report)
+    with staged_output(out) as local:
+        run_id = log_evaluation(loaded, result, write_report(result.report(loaded), local))
     client(tracking_uri).set_tag(run_id, PARENT_RUN_TAG, parent_run_id)
-    return {"metrics": result.metrics.as_dict(), "table": metrics_table(result.metrics), "report": str(report),
+    return {"metrics": result.metrics.as_dict(), "table": metrics_table(result.metrics), "report": out,
             "run_id": run_id, "seconds": time.perf_counter() - start}
 
 
@@ -171,10 +174,12 @@ def predict(key: str, model_uri: str, images: list[str], out: str, threshold: fl
     fail_once_hook("predict")
     start = time.perf_counter()
     loaded = resolve_model(model_uri, tracking_uri=tracking_uri)
-    result = predict_images(loaded, [Path(p) for p in images], out, threshold=threshold, device=device,
-                            progress=False)
-    drawn = sorted((Path(out) / DRAWN_DIR).iterdir())
-    picture = Path(out) / PREDICTIONS_PICTURE
-    cv2.imwrite(str(picture), tile_images([cv2.imread(str(p)) for p in drawn], columns=4, cell=256))
-    return {"picture": str(picture), "detections": str(result.detections_path), "images": result.images,
-            "seconds": time.perf_counter() - start}
+    with staged_output(out) as local:
+        result = predict_images(loaded, [Path(p) for p in images], local, threshold=threshold, device=device,
+                                progress=False)
+        drawn = sorted((local / DRAWN_DIR).iterdir())
+        cv2.imwrite(str(local / PREDICTIONS_PICTURE), tile_images([cv2.imread(str(p)) for p in drawn], columns=4,
+                                                                  cell=256))
+    out = out.rstrip("/")
+    return {"picture": f"{out}/{PREDICTIONS_PICTURE}", "detections": f"{out}/{result.detections_path.name}",
+            "images": result.images, "seconds": time.perf_counter() - start}
