@@ -15,6 +15,7 @@ import json
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -247,6 +248,7 @@ def precompute(
     workers: int | None = None,
     progress: bool = True,
     stop_after_shards: int | None = None,
+    ray_context: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
 ) -> PrecomputeResult:
     """Validate a COCO dataset and write its samples as shards + manifest under ``out``.
 
@@ -259,9 +261,13 @@ def precompute(
         workers: at most this many chunks in flight (default: the cluster's CPUs).
         stop_after_shards: test hook: raise :class:`PrecomputeInterrupted` after this many shards
             were written in this run, cancelling (killing) the tasks still running.
+        ray_context: a context manager factory entered while shards are written (e.g. a connection
+            to a cluster, or one shared with other callers); default: the embedded local instance
+            when none is running.
 
-    Uses the Ray instance already initialised, else starts a local one for the call. ``ValueError``
-    when every image is rejected (``rejects.jsonl`` says why).
+    Uses the Ray instance already initialised, else starts one only after the inputs were checked
+    and only when some shard must be written. ``ValueError`` when every image is rejected
+    (``rejects.jsonl`` says why).
     """
     import ray
 
@@ -293,7 +299,9 @@ def precompute(
     t_tasks = time.perf_counter()
     written = 0
     with contextlib.ExitStack() as stack:
-        if todo and not ray.is_initialized():  # the embedded instance, on loopback
+        if todo and ray_context is not None:  # the caller's (it knows whether one is running)
+            stack.enter_context(ray_context())
+        elif todo and not ray.is_initialized():  # the embedded instance, on loopback
             stack.enter_context(local_ray(num_cpus=workers, dashboard=False))
         if todo:
             written = _run_chunk_tasks(entries, todo, chunks, keys, images_dir, checked, settings, out_uri,

@@ -72,7 +72,13 @@ def test_train_on_a_cluster_refuses_relative_paths_and_dead_addresses(cli, coco)
                          "--pretrained", "none"), f"cannot reach the Ray cluster at 127.0.0.1:{port}")
 
 
-def test_precompute_checks_inputs_before_writing_anything(cli, tmp_path, coco):
+def test_precompute_checks_inputs_before_starting_ray_or_writing_anything(cli, tmp_path, coco, monkeypatch):
+    import pipeline.ray_local
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray was started for inputs that cannot work")
+
+    monkeypatch.setattr(pipeline.ray_local, "local_ray", no_ray)  # every embedded start goes through it
     run = cli
     ann = str(coco.annotations)
     (tmp_path / "notcoco.json").write_text(json.dumps({"images": []}))

@@ -56,7 +56,8 @@ def test_overrides_and_errors_name_the_key(tmp_path):
     for override, named in (("train.epoch=3", "unknown key 'epoch'"), ("train.epochs=many", "epochs: expected an integer"),
                             ("precompute.val.augment=true", "precompute.val.augment"),
                             ("train.data=elsewhere", "train.data: set by the pipeline"),
-                            ("bogus=1", "unknown key 'bogus'"), ("epochs", "expected key.sub=value")):
+                            ("bogus=1", "unknown key 'bogus'"), ("epochs", "expected key.sub=value"),
+                            ("data.dir=s3://bucket/data", "data.dir: s3://bucket/data: the synthetic dataset")):
         with pytest.raises(ValueError, match=named.replace(".", r"\.")) as info:
             load_pipeline_config(path, [override], cwd=tmp_path)
         assert "\n" not in str(info.value)

@@ -50,12 +50,14 @@ def _run(*, images: Path, annotations: Path, out: str, workers: int | None = Non
         settings = from_mapping(PrecomputeSettings, given_values(PrecomputeSettings, fields), source="precompute")
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    try:
+    def start_ray() -> Any:  # after the inputs were checked, and only when there are shards to write
         # the tasks write to --out: on a cluster they need the S3 settings of this shell
-        with ray_session(address, env_vars=worker_env_vars(), num_cpus=workers, dashboard=False, verbose=verbose,
-                         ship_code=True):
-            result = precompute(images_dir, annotations_file, out_dir, settings, chunk_size=chunk_size,
-                                workers=workers, progress=not quiet and sys.stderr.isatty())
+        return ray_session(address, env_vars=worker_env_vars(), num_cpus=workers, dashboard=False, verbose=verbose,
+                           ship_code=True)
+
+    try:
+        result = precompute(images_dir, annotations_file, out_dir, settings, chunk_size=chunk_size, workers=workers,
+                            progress=not quiet and sys.stderr.isatty(), ray_context=start_ray)
     except (ValueError, FileNotFoundError) as exc:
         raise UserError(str(exc)) from None
     report(result)

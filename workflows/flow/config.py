@@ -45,7 +45,8 @@ class DataSection:
 
     synthetic: SyntheticData | None = setting(None, help="Generate a synthetic dataset of shapes into "
                                                          "data.dir instead of reading one.")
-    dir: str = setting("data", help="Where the synthetic dataset is written (train/, val/).", path=True)
+    dir: str = setting("data", help="Where the synthetic dataset is written (train/, val/): a directory, on a "
+                                    "cluster one every node sees (not a URI).", path=True)
     train_images: str | None = setting(None, help="Training image directory (COCO file_names are relative to it).",
                                        path=True)
     train_annotations: str | None = setting(None, help="Training COCO annotation JSON.", path=True)
@@ -61,6 +62,9 @@ class DataSection:
                  if getattr(self, n)]
         if self.synthetic is not None and given:
             raise ValueError(f"data.{given[0]}: give either data.synthetic or the dataset paths, not both")
+        if self.synthetic is not None and "://" in self.dir:
+            raise ValueError(f"data.dir: {self.dir}: the synthetic dataset is written to a directory (on a cluster, "
+                             "one every node sees), not a URI")
         if self.synthetic is None and len(given) != 4:
             missing = sorted({"train_images", "train_annotations", "val_images", "val_annotations"} - set(given))
             raise ValueError(f"data.{missing[0]}: required (or data.synthetic to generate a dataset)")

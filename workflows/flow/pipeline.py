@@ -217,13 +217,14 @@ def _record(outcome: PipelineOutcome, name: str, state: Any, wall: float) -> dic
     return result
 
 
-def _steps(cfg: PipelineConfig, plan: StepPlan, outcome: PipelineOutcome, tasks: dict[str, Any], *,
-           address: str | None, show_progress: bool, verbose: bool) -> None:
-    from workflows.flow.caching import file_sha256, step_key
+def _data_steps(cfg: PipelineConfig, plan: StepPlan, outcome: PipelineOutcome, tasks: dict[str, Any], *,
+                address: str | None, verbose: bool) -> tuple[dict[str, tuple[str, str, str]], dict[str, str]]:
+    """Synthetic images when asked, then both splits' shards in parallel. Returns each split's
+    ``(images, annotations, annotations hash)`` and its shards' manifest hash."""
     from centernet.config_fields import to_plain
+    from workflows.flow.caching import file_sha256, step_key
     from workflows.flow.steps import SharedRay
 
-    # -- data: synthetic images when asked, then both splits' shards in parallel
     data = cfg.data
     if data.synthetic is not None:
         section = to_plain(data.synthetic)
@@ -253,7 +254,15 @@ def _steps(cfg: PipelineConfig, plan: StepPlan, outcome: PipelineOutcome, tasks:
         future.wait()
         state = _unless_outputs_gone(f"precompute {split}", precompute_task, future.state, arguments[split])
         shards[split] = _record(outcome, f"precompute {split}", state, time.perf_counter() - start)
-    upstream = {split: shards[split]["manifest_sha256"] for split in shards}
+    return sources, {split: shards[split]["manifest_sha256"] for split in shards}
+
+
+def _steps(cfg: PipelineConfig, plan: StepPlan, outcome: PipelineOutcome, tasks: dict[str, Any], *,
+           address: str | None, show_progress: bool, verbose: bool) -> None:
+    from centernet.config_fields import to_plain
+    from workflows.flow.caching import step_key
+
+    sources, upstream = _data_steps(cfg, plan, outcome, tasks, address=address, verbose=verbose)
 
     # -- search (optional): the best trial's loss weights and lr for the final training
     train_cfg = cfg.train
@@ -288,7 +297,7 @@ def _steps(cfg: PipelineConfig, plan: StepPlan, outcome: PipelineOutcome, tasks:
     section = to_plain(cfg.evaluate)
     key = step_key("evaluate", {"model": model_uri, "checkpoint": trained["checkpoint_sha256"],
                                 "data": upstream["val"], "section": section})
-    _call(outcome, "evaluate", tasks["evaluate"], plan.refresh("evaluate"), key, model_uri, data.shard_dir("val"),
+    _call(outcome, "evaluate", tasks["evaluate"], plan.refresh("evaluate"), key, model_uri, cfg.data.shard_dir("val"),
           cfg.evaluate.flip, cfg.evaluate.batch_size, cfg.evaluate.device, f"{cfg.results_dir}/evaluation.json",
           trained["tracking_uri"], outcome.parent_run_id)
     if plan.skipped("predict") or cfg.predict.images == 0:

@@ -24,7 +24,8 @@ PREDICTIONS_PICTURE = "predictions.png"
 
 class SharedRay:
     """One Ray connection for steps running at once in threads (the two precompute steps): the
-    first that needs it starts it, the last one out closes it; a step that is cached never does."""
+    first that needs it starts it, the last one out closes it; a step that is cached, or whose
+    shards all exist, never does."""
 
     def __init__(self, address: str | None, *, verbose: bool = False):
         self.address = address
@@ -80,13 +81,13 @@ def precompute_split(key: str, split: str, images: str, annotations: str, out: s
 
     fail_once_hook(f"precompute_{split}")
     start = time.perf_counter()
-    with ray.use():
-        result = precompute(images, annotations, out, PrecomputeSettings.from_dict(dict(settings)),
-                            chunk_size=chunk_size, workers=workers, progress=False)
+    result = precompute(images, annotations, out, PrecomputeSettings.from_dict(dict(settings)), chunk_size=chunk_size,
+                        workers=workers, progress=False, ray_context=ray.use)
     m = result.manifest
-    return {"dir": result.out, "settings_hash": m["settings_hash"], "manifest_sha256": file_sha256(f"{out}/manifest.json"),
-            "num_samples": int(m["num_samples"]), "shards_written": result.shards_written,
-            "shards_skipped": result.shards_skipped, "seconds": time.perf_counter() - start}
+    return {"dir": result.out, "settings_hash": m["settings_hash"],
+            "manifest_sha256": file_sha256(f"{out}/manifest.json"), "num_samples": int(m["num_samples"]),
+            "shards_written": result.shards_written, "shards_skipped": result.shards_skipped,
+            "seconds": time.perf_counter() - start}
 
 
 def tune(key: str, train: Mapping[str, Any], search: Mapping[str, Any], address: str | None, parent_run_id: str,
@@ -123,8 +124,8 @@ def train(key: str, config: Mapping[str, Any], address: str | None, parent_run_i
     last = int(metrics.get("epoch", -1)) + 1
     note = (f"resumed at epoch {start_epoch + 1}, ran to epoch {last} of {config['epochs']}" if start_epoch
             else f"epochs 1-{last} of {config['epochs']}")
-    return {"run_id": outcome.mlflow_run_id, "start_epoch": start_epoch, "note": note, "tracking_uri": outcome.tracking_uri, "run_dir": outcome.run_dir,
-            "checkpoint": outcome.checkpoint_path,
+    return {"run_id": outcome.mlflow_run_id, "start_epoch": start_epoch, "note": note,
+            "tracking_uri": outcome.tracking_uri, "run_dir": outcome.run_dir, "checkpoint": outcome.checkpoint_path,
             "checkpoint_sha256": outcome.checkpoint_sha256[:16] if outcome.checkpoint_sha256 else None,
             "metrics": metrics, "seconds": time.perf_counter() - start}
 
