@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.loader import DataInfo, describe_data, in_lockstep, make_loader, steps_per_epoch
+from workflows.checkpoint_staging import staging_dir
 from workflows.distributed_eval import evaluate_distributed, gather
 from workflows.progress import find_board
 from workflows.train_config import TrainConfig
@@ -300,7 +300,7 @@ def _report(w: Worker, state: State, info: DataInfo, val_info: DataInfo | None, 
     if (epoch + 1) % cfg.checkpoint_every and epoch != cfg.epochs - 1:
         ray.train.report(metrics)
         return
-    with tempfile.TemporaryDirectory(prefix="centernet-ckpt-") as tmp:
+    with staging_dir() as tmp:
         ckpt = None
         if w.rank == 0:
             extra = {"config": cfg.to_dict(), "arch": cfg.arch, "classes": info.classes,
