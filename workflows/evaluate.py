@@ -136,8 +136,8 @@ def evaluate_loaded(loaded: LoadedModel, data: EvaluationData, *, flip: bool = F
     """COCO AP of ``loaded`` on ``data`` (single-scale: ``evaluate_model``; else multi-scale)."""
     from centernet.evaluate import evaluate_coco
     from centernet.inference import evaluate_model, image_sizes_of
-    from workflows.distributed_eval import ground_truth
     from centernet.multiscale import predict_loader_multiscale
+    from workflows.distributed_eval import ground_truth
     from workflows.predict import resolve_device
 
     dev = resolve_device(device)

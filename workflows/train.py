@@ -176,6 +176,7 @@ def run_training(cfg: TrainConfig, *, address: str | None = None, show_progress:
     already holds a run. ``tags``: extra MLflow tags of the run (e.g. ``mlflow.parentRunId`` to nest
     it under a pipeline's run). Raises :class:`workflows.errors.UserError` for what the user can fix
     before anything starts and :class:`workflows.errors.JobFailed` when training fails for good."""
+    from centernet.models.pretrained import file_sha256
     from workflows.ray_runtime import probe_address, ray_session, worker_env_vars
     from workflows.tracking import finish_run, resolve_tracking_uri
 
@@ -234,18 +235,11 @@ def run_training(cfg: TrainConfig, *, address: str | None = None, show_progress:
             with result.checkpoint.as_directory() as local_dir:  # downloads from remote storage
                 artifacts.append((f"{local_dir}/{CHECKPOINT_FILE}", "checkpoint"))
                 close_run(tracking_uri, run_id, artifacts, late, checkpoint_path or run_dir)
-                checkpoint_sha256 = _file_sha256(f"{local_dir}/{CHECKPOINT_FILE}")
+                checkpoint_sha256 = file_sha256(f"{local_dir}/{CHECKPOINT_FILE}")
         else:
             close_run(tracking_uri, run_id, artifacts, late, run_dir)
     return TrainOutcome(result, run_dir, run_id, tracking_uri, checkpoint_path, dict(result.metrics or {}),
                         result.return_value, checkpoint_sha256)
-
-
-def _file_sha256(path: str) -> str:
-    import hashlib
-
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def open_run(tracking_uri: str, **kwargs: Any) -> str:

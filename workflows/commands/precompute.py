@@ -50,6 +50,7 @@ def _run(*, images: Path, annotations: Path, out: str, workers: int | None = Non
         settings = from_mapping(PrecomputeSettings, given_values(PrecomputeSettings, fields), source="precompute")
     except ValueError as exc:
         raise UserError(str(exc)) from None
+
     def start_ray() -> Any:  # after the inputs were checked, and only when there are shards to write
         # the tasks write to --out: on a cluster they need the S3 settings of this shell
         return ray_session(address, env_vars=worker_env_vars(), num_cpus=workers, dashboard=False, verbose=verbose,

@@ -5,9 +5,8 @@ gives one that reads and writes through ``pyarrow.fs``: the same filesystem laye
 and Ray Train's checkpoints, configured by the same ``AWS_*`` variables, so no other S3 client is
 needed. The flow saves it to the Prefect API it runs on (Prefect takes only saved blocks) and
 hands it to its tasks; whoever reruns the config, on this machine or another, finds the cache
-records at the URI. Step outputs (the
-evaluation report, the predictions) are written to a local temporary folder and uploaded
-(:func:`staged_output`).
+records at the URI. Step outputs (the evaluation report, the predictions) are written to a local
+temporary folder and uploaded (:func:`staged_output`).
 """
 
 from __future__ import annotations
@@ -72,7 +71,7 @@ def _storage_class() -> type:
         def write_path(self, path: str, content: bytes, _sync: bool | None = None) -> str:  # noqa: ARG002
             where = self._resolve_path(path)
             fs = _filesystem(self.basepath)[0]
-            fs.create_dir(where.rsplit("/", 1)[0], recursive=True)
+            _make_parent(fs, where)
             atomic_write_bytes(fs, where, content)
             return where
 
@@ -106,8 +105,17 @@ def staged_output(target: str) -> Iterator[Path]:
         local = Path(tmp) / target.rstrip("/").rsplit("/", 1)[-1]
         yield local
         fs, where = resolve(target)
-        fs.create_dir(where.rstrip("/").rsplit("/", 1)[0], recursive=True)
+        _make_parent(fs, where)
         pafs.copy_files(str(local), where, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+
+
+def _make_parent(fs: Any, path: str) -> None:
+    """Create the folder ``path`` goes in, where folders exist (object stores have none: no marker
+    object written for every record)."""
+    import pyarrow.fs as pafs
+
+    if isinstance(fs, pafs.LocalFileSystem):
+        fs.create_dir(path.rstrip("/").rsplit("/", 1)[0], recursive=True)
 
 
 def output_exists(path: str) -> bool:
